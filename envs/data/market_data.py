@@ -1,0 +1,111 @@
+"""The in-memory market: aligned numpy arrays of candles and funding, ready for the env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "3h": 10_800_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+}
+"""ccxt timeframes that Phemex serves as klines, in milliseconds."""
+
+
+def timeframe_to_ms(timeframe: str) -> int:
+    try:
+        return TIMEFRAME_MS[timeframe]
+    except KeyError:
+        raise ValueError(
+            f"unknown timeframe {timeframe!r}; expected one of {sorted(TIMEFRAME_MS, key=TIMEFRAME_MS.get)}"
+        ) from None
+
+
+def to_epoch_ms(when: str | int | pd.Timestamp) -> int:
+    """Milliseconds since the epoch of ``when``; naive dates and strings are taken as UTC."""
+    if isinstance(when, int | np.integer):
+        return int(when)
+    ts = pd.Timestamp(when)
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+@dataclass(frozen=True)
+class MarketData:
+    """Candles of one symbol and timeframe with funding aligned to the bars.
+
+    All arrays have shape ``(T,)`` and share the index ``i`` of bar ``i``.
+
+    Attributes:
+        symbol: ccxt unified symbol, e.g. ``"BTC/USDT:USDT"``.
+        timeframe: ccxt timeframe, e.g. ``"5m"``.
+        timestamp: int64 bar **open** times, ms since the epoch, UTC, strictly increasing.
+        open, high, low, close: float64 prices in USDT.
+        volume: float64 traded quantity in base units (contracts).
+        funding_rate: float64 funding rate (fraction per interval) settled at the **open** of bar
+            ``i``: the sum of the funding events in ``(timestamp[i-1], timestamp[i]]``; 0 where
+            none. A long pays ``qty x price x rate`` when the rate is positive; a short receives it.
+        source: where the data came from, e.g. ``"Binance USDT-M (bundled sample)"``.
+    """
+
+    symbol: str
+    timeframe: str
+    timestamp: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    funding_rate: np.ndarray
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.timestamp)
+        for name in ("open", "high", "low", "close", "volume", "funding_rate"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"MarketData.{name} has {len(getattr(self, name))} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    @property
+    def timeframe_ms(self) -> int:
+        return timeframe_to_ms(self.timeframe)
+
+    def slice(self, start: int, stop: int) -> MarketData:
+        """Bars ``start`` (inclusive) to ``stop`` (exclusive), as a new MarketData sharing memory."""
+        arrays = {
+            name: getattr(self, name)[start:stop]
+            for name in ("timestamp", "open", "high", "low", "close", "volume", "funding_rate")
+        }
+        return replace(self, **arrays)
+
+    def index_at(self, when: str | int | pd.Timestamp) -> int:
+        """Index of the first bar that opens at or after ``when`` (ISO date, epoch ms or Timestamp)."""
+        return int(np.searchsorted(self.timestamp, to_epoch_ms(when), side="left"))
+
+    def to_frame(self) -> pd.DataFrame:
+        """The bars as a DataFrame indexed by UTC open time."""
+        return pd.DataFrame(
+            {
+                "open": self.open,
+                "high": self.high,
+                "low": self.low,
+                "close": self.close,
+                "volume": self.volume,
+                "funding_rate": self.funding_rate,
+            },
+            index=pd.to_datetime(self.timestamp, unit="ms", utc=True).rename("time"),
+        )
