@@ -235,7 +235,11 @@ def margin_ratio(state: np.ndarray, params: np.ndarray, mark: float) -> float:
 
 @kernel
 def apply_fill(
-    state: np.ndarray, params: np.ndarray, delta: float, price: float, fee_rate: float,
+    state: np.ndarray,
+    params: np.ndarray,
+    delta: float,
+    price: float,
+    fee_rate: float,
     reduce_only: bool,
 ) -> int:
     """Fill ``delta`` contracts (signed: > 0 buys) at ``price``; returns a :class:`FillResult`.
@@ -308,9 +312,7 @@ def apply_funding(state: np.ndarray, rate: float, mark: float) -> float:
 
 
 @kernel
-def liquidate_if_breached(
-    state: np.ndarray, params: np.ndarray, low: float, high: float
-) -> float:
+def liquidate_if_breached(state: np.ndarray, params: np.ndarray, low: float, high: float) -> float:
     """Liquidate when the price range [low, high] reaches the liquidation price.
 
     Returns the liquidation price, or 0.0 when the position survives."""
@@ -473,7 +475,9 @@ class PerpAccount:
     ) -> Fill:
         """A taker order of signed ``qty`` filled at ``ref_price`` plus slippage."""
         qty = self.spec.round_qty(qty)
-        return self.fill(qty, self.market_fill_price(ref_price, qty, bar_volume), "taker", reduce_only)
+        return self.fill(
+            qty, self.market_fill_price(ref_price, qty, bar_volume), "taker", reduce_only
+        )
 
     def settle_funding(self, rate: float, mark: float) -> float:
         """Pay (or receive) one funding settlement; returns the USDT paid."""

@@ -75,7 +75,9 @@ class MarketData:
         n = len(self.timestamp)
         for name in ("open", "high", "low", "close", "volume", "funding_rate"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"MarketData.{name} has {len(getattr(self, name))} rows, expected {n}")
+                raise ValueError(
+                    f"MarketData.{name} has {len(getattr(self, name))} rows, expected {n}"
+                )
 
     def __len__(self) -> int:
         return len(self.timestamp)
