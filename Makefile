@@ -6,8 +6,13 @@ PIP := $(PY) -m pip
 # The CPU build of torch lies on local disk; an unpinned torch would pull a multi-GB CUDA build.
 TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.installed
+# Peer environments for `make bench` live in their own venv: gym-trading-env pins an old ccxt.
+PEERS_VENV := .peers-venv
+PEERS_PY := $(PEERS_VENV)/bin/python
+PEERS_REQ := benchmarks/peers/requirements.txt
+PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: setup test test-fast demo bench lint format clean
+.PHONY: setup test test-fast demo bench peers-venv lint format clean
 
 setup: $(STAMP)
 
@@ -27,7 +32,16 @@ test-fast: setup
 demo: setup
 	$(PY) -m envs.demo
 
-bench: setup
+peers-venv: $(PEERS_STAMP)
+
+$(PEERS_STAMP): $(PEERS_REQ)
+	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -m pip install --quiet --upgrade pip
+	$(PEERS_PY) -m pip install --quiet -r $(PEERS_REQ)
+	$(PEERS_PY) -c "import gym_anytrading, gym_trading_env.environments"
+	touch $(PEERS_STAMP)
+
+bench: setup peers-venv
 	$(PY) benchmarks/env_throughput.py
 
 lint: setup
@@ -39,4 +53,4 @@ format: setup
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache build *.egg-info
