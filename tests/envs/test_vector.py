@@ -40,13 +40,28 @@ def test_vector_env_matches_n_single_envs_across_auto_resets(action):
     assert finished == 2 * N
 
 
-def test_shares_one_copy_of_market_and_features():
-    vec = PhemexVecEnv(num_envs=64, seed=0, timeframe="15m")
-    replay = vec.replay
-    # per-episode memory: account and episode rows plus one observation row each
-    per_episode = vec._accts[0].nbytes + vec._episodes[0].nbytes + vec._obs[0].nbytes
-    assert per_episode < 4 * replay.obs_size + 200
-    assert replay.feature_values.base is None or replay.feature_values.flags.c_contiguous
+def test_memory_grows_with_the_data_not_with_window_or_episodes():
+    import tracemalloc
+
+    from envs.data.store import load_market_data
+    from envs.features import FeaturePipeline
+
+    market = load_market_data(timeframe="5m")
+    features = FeaturePipeline().transform(market)
+
+    def allocated(num_envs: int, window: int) -> int:
+        tracemalloc.start()
+        vec = PhemexVecEnv(num_envs, market=market, feature_matrix=features, window=window)
+        size = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert np.shares_memory(vec.replay.feature_values, features.values)  # no copy
+        return size
+
+    small = allocated(num_envs=1, window=8)
+    # materialised windows would cost T x 128 x F x 4 bytes = 84 MB here
+    assert allocated(num_envs=1, window=128) - small < 1_000_000
+    # each extra episode costs its state rows and one observation row (~2 kB), nothing per bar
+    assert allocated(num_envs=257, window=8) - small < 256 * 4_000
 
 
 def test_trains_with_sb3_ppo():
