@@ -1,0 +1,106 @@
+"""Build the bundled sample (``envs/sample_data``) from the team's Binance CSV downloads.
+
+Usage::
+
+    .venv/bin/python scripts/make_sample_data.py [--source /work/shared/data]
+
+Reads ``binance_usdm_BTCUSDT_perp_{5m,15m,1h}.csv`` and ``binance_usdm_BTCUSDT_funding_8h.csv``
+from the source folder - never anything under its ``eval/`` folder, which is held out for
+out-of-sample evaluation and may not be shipped - and writes them through the Parquet store
+into ``envs/sample_data/binance_usdm/BTC_USDT_USDT/``, plus the sample's README.
+Re-running it rebuilds the files from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from envs.data.market_data import timeframe_to_ms
+from envs.data.store import (
+    SAMPLE_EXCHANGE,
+    iso_ms,
+    sample_data_dir,
+    symbol_id,
+    write_candles,
+    write_funding,
+)
+
+SYMBOL = "BTC/USDT:USDT"
+TIMEFRAMES = ("5m", "15m", "1h")
+DEFAULT_SOURCE = Path("/work/shared/data")
+
+README = """\
+# Bundled sample data
+
+Real **Binance USDT-M BTC/USDT perpetual** market data (`BTC/USDT:USDT` in ccxt terms),
+2025-03-06 to 2025-04-13, so that the environment, the tests and the demo work offline.
+It is Binance data, not Phemex data: Phemex's BTCUSDT perpetual tracks these prices
+closely, but the volumes and funding rates are Binance's.
+
+Source: freqtrade downloads committed to the public GitHub repository
+`typhonun/DcaTpStrategy` (MIT licence), converted by `scripts/make_sample_data.py`.
+
+The files use the same schema and layout as data downloaded from Phemex with
+`phemex-rl data download` (see `docs/architecture.md`, "Data schema"), under the exchange
+folder `binance_usdm`. Times are UTC; candle timestamps are bar opens in ms; funding
+timestamps are floored to the hour (the source stamps settlements a few ms late); funding
+rows after the last candle are left out.
+
+| file | rows | first | last |
+|---|---|---|---|
+{rows}
+
+Load it with `envs.data.store.load_market_data()` (no `data_dir`) or inspect it with
+`phemex-rl data list --sample`.
+"""
+
+
+def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    if "eval" in path.parts:
+        raise ValueError(f"{path} is evaluation data and must not be shipped in the sample")
+    df = pd.read_csv(path)
+    return df.rename(columns={"timestamp_ms": "timestamp"})[["timestamp", *columns]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="CSV folder")
+    args = parser.parse_args(argv)
+
+    out_dir = sample_data_dir()
+    symbol_dir = out_dir / SAMPLE_EXCHANGE / symbol_id(SYMBOL)
+    shutil.rmtree(symbol_dir, ignore_errors=True)  # rebuild, do not merge into an old sample
+
+    table = []
+    last_close_ms = 0
+    for timeframe in TIMEFRAMES:
+        df = read_csv(
+            args.source / f"binance_usdm_BTCUSDT_perp_{timeframe}.csv",
+            ["open", "high", "low", "close", "volume"],
+        )
+        path = write_candles(df, out_dir, SAMPLE_EXCHANGE, SYMBOL, timeframe)
+        first, last = int(df["timestamp"].min()), int(df["timestamp"].max())
+        last_close_ms = max(last_close_ms, last + timeframe_to_ms(timeframe))
+        table.append((path, len(df), first, last))
+
+    funding = read_csv(args.source / "binance_usdm_BTCUSDT_funding_8h.csv", ["funding_rate"])
+    funding = funding[funding["timestamp"] < last_close_ms]
+    path = write_funding(funding, out_dir, SAMPLE_EXCHANGE, SYMBOL)
+    stored = pd.read_parquet(path)["timestamp"]
+    table.append((path, len(stored), int(stored.iloc[0]), int(stored.iloc[-1])))
+
+    rows = "\n".join(
+        f"| `{p.relative_to(out_dir)}` | {n:,} | {iso_ms(a)} | {iso_ms(b)} |"
+        for p, n, a, b in table
+    )
+    (out_dir / "README.md").write_text(README.format(rows=rows))
+    for p, n, a, b in table:
+        print(f"{p}  {n:>6} rows  {iso_ms(a)} .. {iso_ms(b)}  {p.stat().st_size / 1024:.0f} KiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Faults the loopback exchange injects, so clients are tested against a misbehaving venue.
+
+Random faults (latency, 5xx, HTTP 429) come from a seeded generator, so a run is
+reproducible; scripted faults ("answer the next 2 requests to /md/v2/ticker/24hr with 503")
+let a test provoke exactly the failure it checks. Both are applied by
+:func:`fault_middleware` before any handler runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+RATE_LIMIT_BODY = {"code": 39995, "msg": "Too many requests.", "data": None}
+"""What Phemex answers when a rate limit is breached (with HTTP 429); ccxt raises RateLimitExceeded."""
+
+
+@dataclass
+class ScriptedFault:
+    """After letting ``skip`` requests to ``path`` (exact URL path) through, answer the next
+    ``remaining`` ones with HTTP ``status``."""
+
+    path: str
+    status: int
+    remaining: int
+    skip: int = 0
+
+
+@dataclass
+class FaultConfig:
+    """What goes wrong, and how often. Thread-safe: tests script faults while the server runs.
+
+    Attributes:
+        latency_ms: delay added before every response, in milliseconds.
+        error_5xx_rate: probability in [0, 1] that a request is answered with HTTP 503.
+        rate_limit_rate: probability in [0, 1] that a request is answered with HTTP 429.
+        seed: seed of the random faults; None for a different sequence every run.
+    """
+
+    latency_ms: float = 0.0
+    error_5xx_rate: float = 0.0
+    rate_limit_rate: float = 0.0
+    seed: int | None = None
+    _scripted: list[ScriptedFault] = field(default_factory=list, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.latency_ms >= 0:
+            raise ValueError(f"FaultConfig.latency_ms must be >= 0, got {self.latency_ms!r}")
+        for name in ("error_5xx_rate", "rate_limit_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"FaultConfig.{name} must be in [0, 1], got {value!r}")
+        if self.error_5xx_rate + self.rate_limit_rate > 1.0:
+            raise ValueError(
+                "FaultConfig.error_5xx_rate + rate_limit_rate must be <= 1, got "
+                f"{self.error_5xx_rate!r} + {self.rate_limit_rate!r}"
+            )
+        self._rng = random.Random(self.seed)
+
+    def fail_next(self, path: str, status: int, count: int = 1, *, after: int = 0) -> None:
+        """Answer the next ``count`` requests to URL path ``path`` with HTTP ``status``, after
+        serving ``after`` of them normally.
+
+        Example: ``faults.fail_next("/exchange/public/md/v2/kline/list", 429, count=2)``.
+        Scripts for the same path are used up in the order they were added.
+        """
+        if not (400 <= status <= 599):
+            raise ValueError(f"fault status must be an HTTP error (400-599), got {status!r}")
+        if count < 1 or after < 0:
+            raise ValueError(f"fault count must be >= 1 and after >= 0, got {count!r}, {after!r}")
+        with self._lock:
+            self._scripted.append(ScriptedFault(path, status, count, after))
+
+    def pending(self) -> int:
+        """Scripted faults not yet served."""
+        with self._lock:
+            return sum(fault.remaining for fault in self._scripted)
+
+    def draw(self, path: str) -> int | None:
+        """HTTP status to fail a request to ``path`` with, or None to serve it normally."""
+        with self._lock:
+            for fault in self._scripted:
+                if fault.path == path:
+                    if fault.skip:
+                        fault.skip -= 1
+                        return None
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._scripted.remove(fault)
+                    return fault.status
+            u = self._rng.random()
+        if u < self.rate_limit_rate:
+            return 429
+        if u < self.rate_limit_rate + self.error_5xx_rate:
+            return 503
+        return None
+
+
+def fault_response(status: int) -> web.Response:
+    """The response of an injected fault.
+
+    429 carries Phemex's rate-limit body; other statuses carry a plain-text body, as a load
+    balancer in front of the API would send (ccxt then maps the HTTP status: 5xx ->
+    ExchangeNotAvailable, 504 -> RequestTimeout).
+    """
+    if status == 429:
+        return web.Response(
+            status=429,
+            text=json.dumps(RATE_LIMIT_BODY),
+            content_type="application/json",
+            headers={"Retry-After": "1"},
+        )
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:  # a status without a standard phrase, e.g. 599
+        reason = "Error"
+    return web.Response(status=status, text=f"{status} {reason}", content_type="text/plain")
+
+
+def fault_middleware(faults: FaultConfig) -> Callable[[web.Request, Handler], Awaitable]:
+    """aiohttp middleware that delays every request and fails the ones ``faults`` picks."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        status = faults.draw(request.path)
+        if status is not None:
+            return fault_response(status)
+        return await handler(request)
+
+    return middleware

@@ -1,0 +1,124 @@
+"""Run the loopback exchange in a background thread: for tests, notebooks and the paper venue.
+
+Example::
+
+    with ExchangeServer(ReplayMarket(load_market_data())) as server:
+        client = make_phemex_client(base_url=server.base_url, rate_limit=False)
+        client.fetch_ohlcv("BTC/USDT:USDT", "5m", since=..., limit=500)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+
+from aiohttp import web
+
+from serving.exchange.app import FAULTS, REQUEST_LOG, RequestLog, create_app
+from serving.exchange.faults import FaultConfig
+from serving.exchange.market import ReplayMarket
+
+START_TIMEOUT_S = 10.0
+
+
+class ExchangeServer:
+    """The loopback exchange on ``host:port`` (port 0 picks a free port), served by its own
+    event loop in a daemon thread so that synchronous code (ccxt, pytest) can call it.
+
+    Attributes:
+        app: the aiohttp application (see :func:`serving.exchange.app.create_app`).
+        market: the replayed market.
+        faults: the live fault configuration; script faults on it while the server runs.
+    """
+
+    def __init__(
+        self,
+        market: ReplayMarket,
+        faults: FaultConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.app = create_app(market, faults)
+        self.market = market
+        self.faults = self.app[FAULTS]
+        self.host = host
+        self.port = port
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` - pass it to ``make_phemex_client(base_url=...)``."""
+        if self._thread is None:
+            raise RuntimeError("ExchangeServer is not running: call start() or use `with`")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def requests(self) -> RequestLog:
+        """Every request answered so far, with its status."""
+        return self.app[REQUEST_LOG]
+
+    def start(self) -> ExchangeServer:
+        """Bind and start serving; returns once the port is open (raises if it cannot bind)."""
+        if self._thread is not None:
+            raise RuntimeError(f"ExchangeServer already running on {self.base_url}")
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._error = None
+        thread = threading.Thread(target=self._serve, args=(ready,), name="exchange-server")
+        thread.daemon = True  # never keep the interpreter alive for a forgotten server
+        thread.start()
+        if not ready.wait(START_TIMEOUT_S):
+            raise RuntimeError(f"ExchangeServer did not start within {START_TIMEOUT_S} s")
+        if self._error is not None:
+            thread.join()
+            raise RuntimeError(f"ExchangeServer could not listen on {self.host}:{self.port}") from (
+                self._error
+            )
+        self._thread = thread
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the event loop; a no-op when not running."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(START_TIMEOUT_S)
+        self._thread = None
+
+    def __enter__(self) -> ExchangeServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _serve(self, ready: threading.Event) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        runner = web.AppRunner(self.app, access_log=None)
+        try:
+            loop.run_until_complete(runner.setup())
+            loop.run_until_complete(web.TCPSite(runner, self.host, self.port).start())
+            self.port = runner.addresses[0][1]
+        except BaseException as exc:  # reported to start(), which re-raises it
+            self._error = exc
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+            ready.set()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
