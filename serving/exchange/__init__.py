@@ -1,6 +1,10 @@
-"""Loopback Phemex-protocol exchange: REST market data now; accounts, orders and WebSocket later.
+"""Loopback Phemex-protocol exchange: replayed market data and paper accounts over Phemex's
+REST and WebSocket protocol, for ccxt clients (see ``docs/exchange.md``).
 
-Modules: ``market`` (what is replayed, and the clock), ``app`` (the aiohttp protocol layer),
-``faults`` (injected latency and errors), ``server`` (a background-thread server for tests).
-Nothing is imported here, so that ``phemex-rl --help`` does not pay for aiohttp.
+Modules: ``clock`` and ``market`` (what is replayed, and when), ``engine`` with ``matching``,
+``order_rules``, ``paper_account`` and ``orders`` (accounts and orders, priced by
+``envs.account``), ``app``/``private``/``ws`` (the protocol layer), ``payloads`` (the wire
+format), ``auth``, ``ratelimit``, ``faults``, ``persistence``, ``server`` (a background-thread
+server for tests) and ``cli``. Nothing is imported here, so that ``phemex-rl --help`` does not
+pay for aiohttp.
 """

@@ -1,10 +1,11 @@
 """Phemex's REST protocol over a :class:`ReplayMarket`: the loopback exchange's aiohttp app.
 
-Served so far: the public market-data endpoints that ccxt 4.5.90's ``load_markets``,
-``fetch_ohlcv``, ``fetch_funding_rate_history``, ``fetch_ticker`` and ``fetch_funding_rate``
-call on a USDT perpetual, with Phemex's paths, parameters, field names, envelopes and error
-codes (see the team's ``phemex-protocol.md``). Route tables are per concern - :data:`public`
-here - so the private account/order API and the WebSocket feed can be added beside it.
+The public market-data endpoints that ccxt 4.5.90's ``load_markets``, ``fetch_ohlcv``,
+``fetch_funding_rate_history``, ``fetch_ticker``, ``fetch_funding_rate``,
+``fetch_order_book`` and ``fetch_trades`` call on a USDT perpetual, with Phemex's paths,
+parameters, field names, envelopes and error codes (see the team's ``phemex-protocol.md``).
+Route tables are per concern - :data:`public` here, :data:`serving.exchange.private.private`
+for accounts and orders - and the WebSocket feed is added beside them.
 
 Numbers are sent as plain decimal strings (``Rp`` price, ``Rq`` quantity, ``Rv`` value,
 ``Rr`` ratio fields) with ``priceScale`` 0, as Phemex does for USDT perpetuals; Python's
@@ -13,18 +14,32 @@ shortest round-trip float repr makes ccxt parse back exactly the stored float64.
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
+import logging
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 
 from envs.market import ContractSpec, step_decimals
+from serving.exchange.clock import ReplayClock
+from serving.exchange.engine import ExchangeEngine
+from serving.exchange.errors import Code, PhemexError
 from serving.exchange.faults import FaultConfig, fault_middleware
 from serving.exchange.market import Klines, ReplayMarket
+from serving.exchange.order_rules import MAX_PRICE
+from serving.exchange.payloads import dec, ns
+from serving.exchange.private import ENGINE, RATE_LIMITER, private
+from serving.exchange.ratelimit import RateLimitConfig, RateLimiter
+from serving.exchange.responses import error_response, md_result, ok
+
+__all__ = ["ENGINE", "FAULTS", "MARKET", "REQUEST_LOG", "PhemexError", "create_app", "dec"]
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,6 +51,10 @@ FUNDING_HISTORY_MAX = 100
 """Rows per funding-history page; larger limits are clamped, as Phemex pages its history."""
 FIRST_RISK_LIMIT = 2_000_000
 """Position value (USDT) of BTCUSDT's first risk tier; ContractSpec models only that tier."""
+PUBLIC_TRADES = 200
+"""Trades ``/md/v2/trade`` returns."""
+TICK_S = 0.05
+"""Wall seconds between the clock ticker's engine syncs (fills and events on a running clock)."""
 
 
 @dataclass(frozen=True)
@@ -81,44 +100,70 @@ FAULTS = web.AppKey("faults", FaultConfig)
 REQUEST_LOG = web.AppKey("request_log", RequestLog)
 
 
-class PhemexError(Exception):
-    """A business error, answered as Phemex does: HTTP 200 with the code in the JSON body.
-
-    ``md`` selects the market-data envelope (``{"error": {...}, "id": null, "result": null}``)
-    over the usual ``{"code": c, "msg": m, "data": null}``. ccxt matches ``code`` exactly
-    (e.g. 412, 30000, 39997 -> BadRequest/BadSymbol).
-    """
-
-    def __init__(self, code: int, msg: str, *, md: bool = False) -> None:
-        super().__init__(f"{code}: {msg}")
-        self.code = code
-        self.msg = msg
-        self.md = md
-
-    def response(self) -> web.Response:
-        if self.md:
-            body = {"error": {"code": self.code, "message": self.msg}, "id": None, "result": None}
-        else:
-            body = {"code": self.code, "msg": self.msg, "data": None}
-        return _json(body)
-
-
-def create_app(market: ReplayMarket, faults: FaultConfig | None = None) -> web.Application:
+def create_app(
+    market: ReplayMarket,
+    faults: FaultConfig | None = None,
+    *,
+    engine: ExchangeEngine | None = None,
+    rate_limits: RateLimitConfig | None = None,
+) -> web.Application:
     """The loopback exchange's application.
 
     Middlewares, outermost first: the request log (every request, with the status it got),
     the fault injector, the Phemex error envelope. ``faults=None`` injects nothing until
-    faults are scripted on ``app[FAULTS]``.
+    faults are scripted on ``app[FAULTS]``. ``engine`` trades the private API (default: one
+    in-memory ``paper-key`` account on ``market``); ``rate_limits`` sets the per-user limits.
+    While the app runs, a ticker syncs the engine with the clock every :data:`TICK_S` and
+    applies the clock-pause fault.
     """
     faults = faults if faults is not None else FaultConfig()
+    engine = engine if engine is not None else ExchangeEngine(market)
+    if engine.market is not market:
+        raise ValueError("the engine must trade the market the app serves")
     app = web.Application(
         middlewares=[_request_log_middleware, fault_middleware(faults), _phemex_error_middleware]
     )
     app[MARKET] = market
     app[FAULTS] = faults
     app[REQUEST_LOG] = RequestLog()
+    app[ENGINE] = engine
+    app[RATE_LIMITER] = RateLimiter(rate_limits)
     app.add_routes(public)
+    app.add_routes(private)
+    app.cleanup_ctx.append(_clock_ticker)
+    # Imported here: the WebSocket feed builds on this module's payload helpers.
+    from serving.exchange.ws import add_websocket
+
+    add_websocket(app, market, faults, engine)
     return app
+
+
+async def _clock_ticker(app: web.Application) -> AsyncIterator[None]:
+    """Keep the engine in step with a running clock, even when no request arrives, so fills,
+    funding and bar closes reach the event listeners on time; stall the clock as configured."""
+    task = asyncio.create_task(_tick(app[ENGINE], app[FAULTS]))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _tick(engine: ExchangeEngine, faults: FaultConfig) -> None:
+    clock = engine.market.clock
+    next_stall: float | None = None
+    while True:
+        await asyncio.sleep(TICK_S)
+        try:
+            engine.sync()
+            if faults.clock_pause_every_s and isinstance(clock, ReplayClock):
+                now = time.monotonic()
+                if next_stall is None:
+                    next_stall = now + faults.clock_pause_every_s
+                elif now >= next_stall:
+                    clock.pause(faults.clock_pause_s)
+                    next_stall = now + faults.clock_pause_every_s
+        except Exception:  # the ticker must survive a bad tick; the error is in the log
+            log.exception("exchange clock tick failed")
 
 
 @web.middleware
@@ -141,7 +186,7 @@ async def _phemex_error_middleware(request: web.Request, handler: Handler) -> we
     try:
         return await handler(request)
     except PhemexError as exc:
-        return exc.response()
+        return error_response(exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,13 +198,13 @@ public = web.RouteTableDef()
 @public.get("/public/products")
 async def products(request: web.Request) -> web.Response:
     """Currencies and contracts (``v2`` base). ccxt calls it from fetch_currencies and fetch_markets."""
-    return _ok(products_payload(request.app[MARKET].spec), msg="OK")
+    return ok(products_payload(request.app[MARKET].spec), msg="OK")
 
 
 @public.get("/v1/exchange/public/products")
 async def products_v1(request: web.Request) -> web.Response:
     """The legacy (inverse) contract list; ccxt merges it over the v2 entries, so keep it empty."""
-    return _ok([], msg="OK")
+    return ok([], msg="OK")
 
 
 @public.get("/exchange/public/md/v2/kline/list")
@@ -188,13 +233,15 @@ async def funding_rate_history(request: web.Request) -> web.Response:
     spec = market.spec
     symbol = _require(request, "symbol")
     if symbol != funding_symbol(spec):
-        raise PhemexError(39997, f"Symbol not listed {symbol}")
+        raise PhemexError(Code.SYMBOL_NOT_LISTED, f"Symbol not listed {symbol}")
     start = _opt_int_param(request, "start")
     end = _opt_int_param(request, "end")
     limit = _opt_int_param(request, "limit")
     limit = FUNDING_HISTORY_MAX if limit is None else min(limit, FUNDING_HISTORY_MAX)
     if limit < 1:
-        raise PhemexError(30000, f"Please double check input arguments: limit={limit}")
+        raise PhemexError(
+            Code.INVALID_ARGUMENT, f"Please double check input arguments: limit={limit}"
+        )
     events = market.funding_history(start, end, limit)
     interval_s = str(spec.funding_interval_ms // 1000)
     rows = [
@@ -208,7 +255,7 @@ async def funding_rate_history(request: web.Request) -> web.Response:
             events["timestamp"].tolist(), events["funding_rate"].tolist(), strict=True
         )
     ]
-    return _ok({"rows": rows}, msg="OK")
+    return ok({"rows": rows}, msg="OK")
 
 
 @public.get("/md/v2/ticker/24hr")
@@ -217,7 +264,7 @@ async def ticker_24hr(request: web.Request) -> web.Response:
     market = _market_for(request, "symbol", md=True)
     ticker = market.ticker()
     if ticker is None:
-        raise PhemexError(6001, "no bar has closed yet", md=True)
+        raise PhemexError(Code.INVALID_ARGUMENT_MD, "no bar has closed yet", md=True)
     close = dec(ticker.close)
     rate = dec(ticker.funding_rate)
     result = {
@@ -233,9 +280,47 @@ async def ticker_24hr(request: web.Request) -> web.Response:
         "openInterestRv": "0",
         "volumeRq": dec(ticker.volume),
         "turnoverRv": dec(ticker.turnover),
-        "timestamp": str(ticker.timestamp_ms * 1_000_000),  # Phemex reports nanoseconds
+        "timestamp": str(ns(ticker.timestamp_ms)),  # Phemex reports nanoseconds
     }
-    return _json({"error": None, "id": 0, "result": result})
+    return md_result(result)
+
+
+@public.get("/md/v2/orderbook")
+async def order_book(request: web.Request) -> web.Response:
+    """``fetch_order_book``: a book synthesised around the last price (30 tick-spaced levels)."""
+    market = _market_for(request, "symbol", md=True)
+    book = market.order_book()
+    return md_result(
+        {
+            "orderbook_p": {
+                "asks": [[dec(level.price), dec(level.qty)] for level in book.asks],
+                "bids": [[dec(level.price), dec(level.qty)] for level in book.bids],
+            },
+            "depth": len(book.bids),
+            "sequence": book.sequence,
+            "symbol": market.spec.exchange_symbol,
+            "timestamp": ns(book.timestamp_ms),
+            "type": "snapshot",
+        }
+    )
+
+
+@public.get("/md/v2/trade")
+async def trades(request: web.Request) -> web.Response:
+    """``fetch_trades``: recent trades synthesised from the closed bars, newest first."""
+    market = _market_for(request, "symbol", md=True)
+    rows = [
+        [ns(t.timestamp_ms), t.side, dec(t.price), dec(t.qty)]
+        for t in market.recent_trades(PUBLIC_TRADES)
+    ]
+    return md_result(
+        {
+            "sequence": market.closed_bars(),
+            "symbol": market.spec.exchange_symbol,
+            "trades_p": rows,
+            "type": "snapshot",
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +366,7 @@ def products_payload(spec: ContractSpec) -> dict[str, Any]:
                 "qtyStepSize": dec(spec.lot_size),
                 "qtyPrecision": step_decimals(spec.lot_size),
                 "minPriceRp": dec(spec.tick_size),
-                "maxPriceRp": "2000000000",
+                "maxPriceRp": dec(MAX_PRICE),
                 "maxOrderQtyRq": dec(spec.max_qty),
                 "minOrderValueRv": dec(spec.min_notional),
                 "maxLeverage": spec.max_leverage,
@@ -354,27 +439,19 @@ def kline_rows(klines: Klines, resolution_s: int) -> list[list[Any]]:
     ]
 
 
-def dec(x: float) -> str:
-    """A float as a plain decimal string that parses back to the same float (no exponent)."""
-    text = repr(float(x))
-    if "e" in text or "n" in text:  # exponent form, or nan/inf (which Phemex never sends)
-        return np.format_float_positional(x, trim="-")
-    return text
-
-
 # ---------------------------------------------------------------------------------------------
 # Requests
 
 
 def _kline_response(market: ReplayMarket, klines: Klines) -> web.Response:
-    return _ok({"total": -1, "rows": kline_rows(klines, market.resolution_s)}, msg="OK")
+    return ok({"total": -1, "rows": kline_rows(klines, market.resolution_s)}, msg="OK")
 
 
 def _market_for(request: web.Request, param: str, *, md: bool = False) -> ReplayMarket:
     market = request.app[MARKET]
     symbol = _require(request, param, md=md)
     if symbol != market.spec.exchange_symbol:
-        raise PhemexError(39997, f"Symbol not listed {symbol}", md=md)
+        raise PhemexError(Code.SYMBOL_NOT_LISTED, f"Symbol not listed {symbol}", md=md)
     return market
 
 
@@ -399,16 +476,18 @@ def _limit(request: web.Request, maximum: int) -> int:
     if limit is None:
         return maximum
     if limit < 1:
-        raise PhemexError(30000, f"Please double check input arguments: limit={limit}")
+        raise PhemexError(
+            Code.INVALID_ARGUMENT, f"Please double check input arguments: limit={limit}"
+        )
     if limit > maximum:
-        raise PhemexError(30018, "phemex.data.size.uplimt")
+        raise PhemexError(Code.DATA_SIZE_UPLIMIT, "phemex.data.size.uplimt")
     return limit
 
 
 def _require(request: web.Request, name: str, *, md: bool = False) -> str:
     value = request.query.get(name)
     if value is None or value == "":
-        raise PhemexError(412, f"Missing parameter - {name}", md=md)
+        raise PhemexError(Code.MISSING_PARAMETER, f"Missing parameter - {name}", md=md)
     return value
 
 
@@ -424,13 +503,3 @@ def _int_param(request: web.Request, name: str) -> int:
 
 def _opt_int_param(request: web.Request, name: str) -> int | None:
     return _int_param(request, name) if name in request.query else None
-
-
-def _ok(data: Any, msg: str = "") -> web.Response:
-    return _json({"code": 0, "msg": msg, "data": data})
-
-
-def _json(body: Any) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, separators=(",", ":")), content_type="application/json"
-    )

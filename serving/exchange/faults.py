@@ -44,20 +44,49 @@ class FaultConfig:
         error_5xx_rate: probability in [0, 1] that a request is answered with HTTP 503.
         rate_limit_rate: probability in [0, 1] that a request is answered with HTTP 429.
         seed: seed of the random faults; None for a different sequence every run.
+        clock_pause_every_s: every this many wall seconds the market clock stalls (a frozen
+            feed: no new bars, fills or funding); 0 for never. Only a running
+            :class:`~serving.exchange.clock.ReplayClock` stalls; a stepped one moves only when
+            told to.
+        clock_pause_s: how long each stall lasts, in wall seconds.
+        ws_drop_rate: probability in [0, 1] that an incremental WebSocket push (kline, trade,
+            ticker, book or account update) is silently dropped; replies and snapshots are
+            always sent, as a lossy relay would still complete a subscription.
+        ws_delay_ms: delay added to every WebSocket message the server sends, in
+            milliseconds (order is kept).
+        ws_disconnect_every_s: close each WebSocket connection this many seconds after it
+            opened (close code 1001); None never does.
+
+    The WebSocket upgrade itself (``GET /ws``) is not failed by the HTTP faults: the
+    ``ws_*`` settings are the socket's faults.
     """
 
     latency_ms: float = 0.0
     error_5xx_rate: float = 0.0
     rate_limit_rate: float = 0.0
     seed: int | None = None
+    clock_pause_every_s: float = 0.0
+    clock_pause_s: float = 0.0
+    ws_drop_rate: float = 0.0
+    ws_delay_ms: float = 0.0
+    ws_disconnect_every_s: float | None = None
     _scripted: list[ScriptedFault] = field(default_factory=list, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _rng: random.Random = field(init=False, repr=False)
+    _ws_rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.latency_ms >= 0:
-            raise ValueError(f"FaultConfig.latency_ms must be >= 0, got {self.latency_ms!r}")
-        for name in ("error_5xx_rate", "rate_limit_rate"):
+        for name in ("latency_ms", "clock_pause_every_s", "clock_pause_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"FaultConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.ws_delay_ms >= 0:
+            raise ValueError(f"FaultConfig.ws_delay_ms must be >= 0, got {self.ws_delay_ms!r}")
+        if self.ws_disconnect_every_s is not None and not self.ws_disconnect_every_s > 0:
+            raise ValueError(
+                "FaultConfig.ws_disconnect_every_s must be > 0 seconds or None, got "
+                f"{self.ws_disconnect_every_s!r}"
+            )
+        for name in ("error_5xx_rate", "rate_limit_rate", "ws_drop_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"FaultConfig.{name} must be in [0, 1], got {value!r}")
@@ -67,6 +96,8 @@ class FaultConfig:
                 f"{self.error_5xx_rate!r} + {self.rate_limit_rate!r}"
             )
         self._rng = random.Random(self.seed)
+        # A stream of its own: socket traffic must not shift the reproducible HTTP faults.
+        self._ws_rng = random.Random(None if self.seed is None else f"ws-{self.seed}")
 
     def fail_next(self, path: str, status: int, count: int = 1, *, after: int = 0) -> None:
         """Answer the next ``count`` requests to URL path ``path`` with HTTP ``status``, after
@@ -86,6 +117,13 @@ class FaultConfig:
         """Scripted faults not yet served."""
         with self._lock:
             return sum(fault.remaining for fault in self._scripted)
+
+    def drop_ws_message(self) -> bool:
+        """Whether to drop the next incremental WebSocket push (drawn at ``ws_drop_rate``)."""
+        if not self.ws_drop_rate:
+            return False
+        with self._lock:
+            return self._ws_rng.random() < self.ws_drop_rate
 
     def draw(self, path: str) -> int | None:
         """HTTP status to fail a request to ``path`` with, or None to serve it normally."""
@@ -133,6 +171,8 @@ def fault_middleware(faults: FaultConfig) -> Callable[[web.Request, Handler], Aw
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await handler(request)  # the socket has its own faults (ws_*)
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
         status = faults.draw(request.path)

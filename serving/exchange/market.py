@@ -3,8 +3,9 @@
 :class:`ReplayMarket` answers market-data queries *as of* its clock's ``now_ms()``: only bars
 that have closed by then and funding settlements that have happened by then are visible,
 so a client can never read the future. The default clock stands at the close of the last
-bar (the whole history is downloadable); a replay clock that advances bar by bar can be
-plugged in later through the same :class:`Clock` protocol.
+bar (the whole history is downloadable); :class:`serving.exchange.clock.ReplayClock` steps
+or runs through the replay. The order book and the public trades are synthesised from the
+closed bars (the candles carry neither), deterministically, so every client sees the same.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ import numpy as np
 import pandas as pd
 
 from envs.data.market_data import MarketData
-from envs.market import BTCUSDT, ContractSpec
+from envs.market import BTCUSDT, ContractSpec, round_to_step
 
 DAY_MS = 86_400_000
+BOOK_DEPTH = 30
+"""Levels per side of the synthesised order book (Phemex's REST book has 30)."""
+TRADES_PER_BAR = 4
+"""Synthesised public trades per bar: open, the two extremes, close."""
 
 
 class Clock(Protocol):
@@ -40,6 +45,52 @@ class FixedClock:
 
     def set(self, ms: int) -> None:
         self.ms = int(ms)
+
+    def advance_to(self, ms: int) -> None:
+        """Move to ``ms`` if it is later (the engine restores a saved time this way)."""
+        self.ms = max(self.ms, int(ms))
+
+
+@dataclass(frozen=True)
+class Bar:
+    """Bar ``index`` of the replay. Prices USDT, volume contracts; ``funding_rate`` is the rate
+    settled at this bar's open (:attr:`envs.data.market_data.MarketData.funding_rate`)."""
+
+    index: int
+    open_ms: int
+    close_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    funding_rate: float
+
+
+@dataclass(frozen=True)
+class BookLevel:
+    price: float
+    qty: float
+
+
+@dataclass(frozen=True)
+class OrderBook:
+    """A synthesised book around the last price: ``bids`` best (highest) first, ``asks`` best
+    (lowest) first, one tick apart; ``sequence`` is the number of closed bars."""
+
+    timestamp_ms: int
+    sequence: int
+    bids: list[BookLevel]
+    asks: list[BookLevel]
+
+
+@dataclass(frozen=True)
+class PublicTrade:
+    timestamp_ms: int
+    side: str
+    """``Buy`` or ``Sell``: the taker's side (an uptick is a buy)."""
+    price: float
+    qty: float
 
 
 @dataclass(frozen=True)
@@ -119,6 +170,93 @@ class ReplayMarket:
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def bar(self, index: int) -> Bar:
+        """Bar ``index`` (0-based), whether or not it has closed: the engine's view."""
+        d = self.data
+        return Bar(
+            index=index,
+            open_ms=int(d.timestamp[index]),
+            close_ms=int(self._close_time[index]),
+            open=float(d.open[index]),
+            high=float(d.high[index]),
+            low=float(d.low[index]),
+            close=float(d.close[index]),
+            volume=float(d.volume[index]),
+            funding_rate=float(d.funding_rate[index]),
+        )
+
+    def open_time_ms(self, index: int) -> int:
+        return int(self.data.timestamp[index])
+
+    def close_time_ms(self, index: int) -> int:
+        return int(self._close_time[index])
+
+    def opened_bars(self, now_ms: int | None = None) -> int:
+        """Number of bars that have opened at ``now_ms`` (default: the clock)."""
+        now = self.now_ms() if now_ms is None else now_ms
+        return int(np.searchsorted(self.data.timestamp, now, side="right"))
+
+    def last_price(self) -> float:
+        """Close of the last closed bar (the ticker's last and mark price); before any bar
+        has closed, the first bar's open."""
+        hi = self.closed_bars()
+        return float(self.data.close[hi - 1]) if hi else float(self.data.open[0])
+
+    def order_book(self, depth: int = BOOK_DEPTH) -> OrderBook:
+        """A book of ``depth`` tick-spaced levels per side around :meth:`last_price`.
+
+        The best bid is the last price rounded down to the tick and the best ask one tick
+        above it. Level sizes scale with the last closed bar's volume and vary
+        pseudo-randomly per level, seeded by the bar, so the book is stable within a bar.
+        """
+        spec = self.spec
+        closed = self.closed_bars()
+        last = self.last_price()
+        volume = float(self.data.volume[closed - 1]) if closed else 0.0
+        rng = np.random.default_rng(closed)
+        base = max(volume * 0.01, 10 * spec.lot_size)
+        sizes = base * (1.0 + 0.15 * np.arange(depth)) * rng.uniform(0.5, 1.5, (2, depth))
+        best_bid = round_to_step(last, spec.tick_size, -1)
+        bids, asks = [], []
+        for i in range(depth):
+            bid_qty, ask_qty = (max(spec.round_qty(q), spec.lot_size) for q in sizes[:, i])
+            bids.append(
+                BookLevel(round_to_step(best_bid - i * spec.tick_size, spec.tick_size), bid_qty)
+            )
+            asks.append(
+                BookLevel(
+                    round_to_step(best_bid + (i + 1) * spec.tick_size, spec.tick_size), ask_qty
+                )
+            )
+        return OrderBook(self.now_ms(), closed, bids, asks)
+
+    def recent_trades(self, limit: int = 200) -> list[PublicTrade]:
+        """The latest ``limit`` public trades, newest first, synthesised from closed bars.
+
+        Each bar gives :data:`TRADES_PER_BAR` trades through its path open -> low -> high ->
+        close for an up bar (open -> high -> low -> close for a down bar), spread over the
+        bar, each with a quarter of the bar's volume (at least one lot).
+        """
+        closed = self.closed_bars()
+        n_bars = min(closed, -(-limit // TRADES_PER_BAR))
+        trades: list[PublicTrade] = []
+        d = self.data
+        previous = float(d.close[closed - n_bars - 1]) if closed > n_bars else float(d.open[0])
+        for i in range(closed - n_bars, closed):
+            o, h, lo, c = (float(x[i]) for x in (d.open, d.high, d.low, d.close))
+            path = (o, lo, h, c) if c >= o else (o, h, lo, c)
+            start, length = int(d.timestamp[i]), int(self._close_time[i] - d.timestamp[i])
+            qty = max(self.spec.round_qty(float(d.volume[i]) / TRADES_PER_BAR), self.spec.lot_size)
+            for k, price in enumerate(path):
+                ts = start + (length - 1) * k // (TRADES_PER_BAR - 1)
+                side = "Buy" if price >= previous else "Sell"
+                trades.append(PublicTrade(ts, side, price, qty))
+                previous = price
+        return trades[::-1][:limit]
 
     def closed_bars(self) -> int:
         """Number of bars closed at ``now``: bars ``0 .. closed_bars() - 1`` are visible."""

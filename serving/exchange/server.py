@@ -2,22 +2,34 @@
 
 Example::
 
-    with ExchangeServer(ReplayMarket(load_market_data())) as server:
-        client = make_phemex_client(base_url=server.base_url, rate_limit=False)
-        client.fetch_ohlcv("BTC/USDT:USDT", "5m", since=..., limit=500)
+    data = load_market_data()
+    clock = ReplayClock(int(data.timestamp[500]), data.timeframe_ms)  # stepped
+    with ExchangeServer(ReplayMarket(data, clock=clock)) as server:
+        client = make_phemex_client(
+            base_url=server.base_url, api_key="paper-key", secret="paper-secret", rate_limit=False
+        )
+        client.create_order("BTC/USDT:USDT", "market", "buy", 0.01)
+        clock.step()  # the next bar closes
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
 
+from envs.account import SlippageModel
+from serving.exchange.accounts import DEFAULT_ACCOUNT, AccountConfig
 from serving.exchange.app import FAULTS, REQUEST_LOG, RequestLog, create_app
+from serving.exchange.engine import ExchangeEngine
 from serving.exchange.faults import FaultConfig
 from serving.exchange.market import ReplayMarket
+from serving.exchange.persistence import StateStore
+from serving.exchange.ratelimit import RateLimitConfig
 
 START_TIMEOUT_S = 10.0
 
@@ -26,9 +38,20 @@ class ExchangeServer:
     """The loopback exchange on ``host:port`` (port 0 picks a free port), served by its own
     event loop in a daemon thread so that synchronous code (ccxt, pytest) can call it.
 
+    Args:
+        market: the replay; its clock is the exchange's clock.
+        faults: faults to inject (default none).
+        engine: a ready engine; else one is built from ``accounts``, ``state`` and ``slippage``.
+        accounts: paper accounts (default: ``paper-key`` / ``paper-secret``, 10,000 USDT).
+        state: SQLite file to persist to and restore from; None keeps state in memory.
+        rate_limits: per-user REST limits (default Phemex's 500/100 per minute).
+        slippage: the market-order slippage model (default 1 bp, the environment's default).
+        host: interface to bind; keep the default loopback address unless told otherwise.
+
     Attributes:
         app: the aiohttp application (see :func:`serving.exchange.app.create_app`).
         market: the replayed market.
+        engine: the accounts and orders (see :class:`~serving.exchange.engine.ExchangeEngine`).
         faults: the live fault configuration; script faults on it while the server runs.
     """
 
@@ -37,10 +60,22 @@ class ExchangeServer:
         market: ReplayMarket,
         faults: FaultConfig | None = None,
         *,
+        engine: ExchangeEngine | None = None,
+        accounts: Sequence[AccountConfig] = (DEFAULT_ACCOUNT,),
+        state: str | Path | None = None,
+        rate_limits: RateLimitConfig | None = None,
+        slippage: SlippageModel | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.app = create_app(market, faults)
+        self._store: StateStore | None = None
+        if engine is None:
+            self._store = StateStore(state) if state is not None else None
+            engine = ExchangeEngine(market, accounts, store=self._store, slippage=slippage)
+        elif state is not None:
+            raise ValueError("pass state= only when the server builds the engine")
+        self.engine = engine
+        self.app = create_app(market, faults, engine=engine, rate_limits=rate_limits)
         self.market = market
         self.faults = self.app[FAULTS]
         self.host = host
@@ -82,13 +117,18 @@ class ExchangeServer:
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the event loop; a no-op when not running."""
+        """Stop serving, close the event loop and the state file the server opened; a no-op
+        when not running."""
         thread, loop = self._thread, self._loop
         if thread is None or loop is None:
             return
         loop.call_soon_threadsafe(loop.stop)
         thread.join(START_TIMEOUT_S)
         self._thread = None
+        if self._store is not None:
+            self.engine.sync()  # settle what the clock passed, so a restart starts from it
+            self._store.close()
+            self._store = None
 
     def __enter__(self) -> ExchangeServer:
         return self.start()

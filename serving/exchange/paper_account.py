@@ -1,0 +1,198 @@
+"""One paper account inside the engine - the shared account model plus its orders and
+history - and the read-only views of it that the protocol layer renders.
+
+Money and prices are USDT, quantities contracts, times market-clock ms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from envs.account import PerpAccount, SlippageModel
+from envs.market import ContractSpec
+from serving.exchange.accounts import AccountConfig
+from serving.exchange.errors import Code, PhemexError
+from serving.exchange.orders import Execution, Order, OrdStatus
+
+
+@dataclass(frozen=True)
+class PositionView:
+    """An account's position marked at ``mark_price``.
+
+    ``qty`` is signed contracts (> 0 long); ``margin`` the isolated initial margin locked;
+    ``cum_*`` totals since the account was created (fees include liquidation losses of
+    margin, funding is what was paid - negative when received); ``last_funding_ms`` the
+    last funding settlement (0 for none).
+    """
+
+    symbol: str
+    qty: float
+    entry_price: float
+    leverage: float
+    mark_price: float
+    unrealised_pnl: float
+    margin: float
+    liquidation_price: float
+    maintenance_margin_rate: float
+    taker_fee_rate: float
+    maker_fee_rate: float
+    cum_funding: float
+    cum_fees: float
+    cum_realised: float
+    last_funding_ms: int
+    updated_ms: int
+    exec_seq: int
+
+    @property
+    def value(self) -> float:
+        """Position value at mark."""
+        return abs(self.qty) * self.mark_price
+
+
+@dataclass(frozen=True)
+class AccountView:
+    """An account's balances as Phemex reports them, and its position.
+
+    ``wallet_balance`` is deposits + realised PnL - fees - funding; ``used_balance`` the
+    position's margin plus the margin reserved for open orders that could grow it.
+    """
+
+    api_key: str
+    user_id: int
+    account_id: int
+    currency: str
+    wallet_balance: float
+    used_balance: float
+    position: PositionView
+
+
+@dataclass
+class PaperAccount:
+    """The engine's state of one account. ``perp`` is the shared account model (wallet and
+    position); orders are kept in the order they were accepted, which is their matching
+    priority."""
+
+    config: AccountConfig
+    user_id: int
+    perp: PerpAccount
+    last_funding_ms: int = 0
+    updated_ms: int = 0
+    exec_seq: int = 0
+    orders: dict[str, Order] = field(default_factory=dict)
+    open_orders: dict[str, Order] = field(default_factory=dict)
+    by_cl_ord_id: dict[str, str] = field(default_factory=dict)
+    executions: list[Execution] = field(default_factory=list)
+
+    @property
+    def api_key(self) -> str:
+        return self.config.api_key
+
+    @property
+    def account_id(self) -> int:
+        # Phemex numbers a user's USDT-perpetual account userID * 10000 + 3.
+        return self.user_id * 10_000 + 3
+
+    # -- orders
+    def add_order(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        if order.status.is_open:
+            self.open_orders[order.order_id] = order
+        if order.cl_ord_id:
+            self.by_cl_ord_id[order.cl_ord_id] = order.order_id
+
+    def close_order(self, order: Order, status: OrdStatus, reason: str, time_ms: int) -> None:
+        """Move ``order`` to final ``status``."""
+        order.status = status
+        order.reason = reason
+        order.updated_ms = time_ms
+        self.open_orders.pop(order.order_id, None)
+
+    def rename_order(self, order: Order, cl_ord_id: str) -> None:
+        self.by_cl_ord_id.pop(order.cl_ord_id, None)
+        order.cl_ord_id = cl_ord_id
+        self.by_cl_ord_id[cl_ord_id] = order.order_id
+
+    def order_by_cl_ord_id(self, cl_ord_id: str) -> Order | None:
+        order_id = self.by_cl_ord_id.get(cl_ord_id)
+        return self.orders[order_id] if order_id is not None else None
+
+    def find_order(self, order_id: str | None, cl_ord_id: str | None) -> Order:
+        """The order with ``order_id`` (else client id ``cl_ord_id``); PhemexError 10002 if none."""
+        if order_id:
+            order, what = self.orders.get(order_id), f"orderID {order_id!r}"
+        elif cl_ord_id:
+            order, what = self.order_by_cl_ord_id(cl_ord_id), f"clOrdID {cl_ord_id!r}"
+        else:
+            raise PhemexError(Code.MISSING_PARAMETER, "Missing parameter - orderID or clOrdID")
+        if order is None:
+            raise PhemexError(Code.ORDER_NOT_FOUND, f"Cannot find order with {what}")
+        return order
+
+    def reserved_margin(self, last_price: float, exclude: Order | None = None) -> float:
+        """Initial margin of open orders that could grow the position (market orders valued
+        at ``last_price``)."""
+        return sum(
+            o.leaves_qty * (o.price if o.price is not None else last_price) / self.perp.leverage
+            for o in self.open_orders.values()
+            if not o.reduce_only and o is not exclude
+        )
+
+    # -- reading
+    def view(self, spec: ContractSpec, mark: float) -> AccountView:
+        """Balances and position marked at ``mark``."""
+        perp = self.perp
+        position = PositionView(
+            symbol=spec.exchange_symbol,
+            qty=perp.qty,
+            entry_price=perp.entry_price,
+            leverage=perp.leverage,
+            mark_price=mark,
+            unrealised_pnl=perp.unrealised_pnl(mark),
+            margin=perp.position_margin,
+            liquidation_price=perp.liquidation_price,
+            maintenance_margin_rate=spec.maintenance_margin_rate,
+            taker_fee_rate=spec.taker_fee,
+            maker_fee_rate=spec.maker_fee,
+            cum_funding=perp.funding_paid,
+            cum_fees=perp.fees_paid,
+            cum_realised=perp.realised_pnl,
+            last_funding_ms=self.last_funding_ms,
+            updated_ms=self.updated_ms,
+            exec_seq=self.exec_seq,
+        )
+        return AccountView(
+            api_key=self.api_key,
+            user_id=self.user_id,
+            account_id=self.account_id,
+            currency=spec.quote,
+            wallet_balance=perp.wallet_balance,
+            used_balance=perp.position_margin + self.reserved_margin(mark),
+            position=position,
+        )
+
+    # -- persistence (never the secret)
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "api_key": self.api_key,
+            "user_id": self.user_id,
+            "state": self.perp.state.tolist(),
+            "last_funding_ms": self.last_funding_ms,
+            "updated_ms": self.updated_ms,
+            "exec_seq": self.exec_seq,
+        }
+
+    @classmethod
+    def from_row(
+        cls, row: dict[str, Any], config: AccountConfig, spec: ContractSpec, slippage: SlippageModel
+    ) -> PaperAccount:
+        perp = PerpAccount(spec, 1.0, 1.0, slippage)
+        perp.state[:] = row["state"]  # the saved state vector replaces the placeholder
+        return cls(
+            config=config,
+            user_id=row["user_id"],
+            perp=perp,
+            last_funding_ms=row["last_funding_ms"],
+            updated_ms=row["updated_ms"],
+            exec_seq=row["exec_seq"],
+        )

@@ -1,0 +1,153 @@
+"""SQLite persistence of the paper exchange: accounts, orders, executions and the clock, so
+the exchange can be stopped and restarted where it was.
+
+One file, four tables. Orders and executions are stored as JSON of their dataclass next to
+the columns used to find them; an account's state is the account model's float64 state
+vector (JSON floats round-trip exactly). Secrets are never stored: credentials come from
+the accounts config at every start.
+
+The engine writes through: each request or clock step that changed something is one
+transaction (WAL journal, ``synchronous=NORMAL``: a crash loses at most the last few
+transactions, never corrupts the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from serving.exchange.orders import (
+    Execution,
+    Liquidity,
+    Order,
+    OrdStatus,
+    OrdType,
+    Side,
+    TimeInForce,
+    TradeType,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (api_key TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id TEXT PRIMARY KEY, api_key TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS executions (
+    exec_id TEXT PRIMARY KEY, api_key TEXT NOT NULL, seq INTEGER NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_by_account ON orders (api_key, created_ms);
+CREATE INDEX IF NOT EXISTS executions_by_account ON executions (api_key, seq);
+"""
+
+
+class StateStore:
+    """The exchange's state in the SQLite file ``path`` (created if missing).
+
+    Thread-safe: the engine calls it under its own lock, but the connection is shared with
+    whichever thread that is.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        version = self._meta("schema")
+        if version is None:
+            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (json.dumps(SCHEMA_VERSION),))
+        elif version != SCHEMA_VERSION:
+            raise ValueError(f"{self.path}: state schema {version} is not {SCHEMA_VERSION}")
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state (``meta``, ``accounts`` rows, ``orders``, ``executions``), or None
+        for a new file."""
+        with self._lock:
+            if self._meta("engine") is None:
+                return None
+            accounts = [json.loads(d) for (d,) in self._db.execute("SELECT data FROM accounts")]
+            orders = [
+                order_from_json(d)
+                for (d,) in self._db.execute("SELECT data FROM orders ORDER BY created_ms, rowid")
+            ]
+            executions = [
+                execution_from_json(d)
+                for (d,) in self._db.execute("SELECT data FROM executions ORDER BY seq")
+            ]
+            return {
+                "meta": self._meta("engine"),
+                "accounts": accounts,
+                "orders": orders,
+                "executions": executions,
+            }
+
+    def save(
+        self,
+        *,
+        accounts: list[dict[str, Any]],
+        orders: list[Order],
+        executions: list[Execution],
+        meta: dict[str, Any],
+    ) -> None:
+        """Upsert changed accounts and orders, append executions, replace the engine meta - in
+        one transaction."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                db.executemany(
+                    "INSERT OR REPLACE INTO accounts VALUES (?, ?)",
+                    [(a["api_key"], json.dumps(a)) for a in accounts],
+                )
+                db.executemany(
+                    "INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?)",
+                    [(o.order_id, o.api_key, o.created_ms, _to_json(o)) for o in orders],
+                )
+                db.executemany(
+                    "INSERT INTO executions VALUES (?, ?, ?, ?)",
+                    [(e.exec_id, e.api_key, e.seq, _to_json(e)) for e in executions],
+                )
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('engine', ?)", (json.dumps(meta),))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+def _to_json(obj: Order | Execution) -> str:
+    return json.dumps(dataclasses.asdict(obj))
+
+
+def order_from_json(text: str) -> Order:
+    d = json.loads(text)
+    d["side"] = Side(d["side"])
+    d["ord_type"] = OrdType(d["ord_type"])
+    d["time_in_force"] = TimeInForce(d["time_in_force"])
+    d["status"] = OrdStatus(d["status"])
+    return Order(**d)
+
+
+def execution_from_json(text: str) -> Execution:
+    d = json.loads(text)
+    d["side"] = Side(d["side"])
+    d["trade_type"] = TradeType(d["trade_type"])
+    d["liquidity"] = Liquidity(d["liquidity"])
+    d["ord_type"] = OrdType(d["ord_type"]) if d["ord_type"] else None
+    return Execution(**d)

@@ -1,0 +1,642 @@
+"""Phemex's WebSocket protocol at ``/ws``: the loopback exchange's market and account streams.
+
+What ccxt 4.5.90's ``ccxt.pro.phemex`` sends for a USDT perpetual, and what it gets back
+(see the team's ``phemex-protocol.md`` section 5):
+
+=============================  ====================================================
+request (``method``)           answer: an ack ``{"error": null, "id": n, "result":
+                               {"status": "success"}}``, then pushes
+=============================  ====================================================
+``kline_p.subscribe``          ``kline_p`` snapshot (last 1000 closed bars and the
+``["BTCUSDT", 300]``           forming one, newest first), then an incremental each
+                               time the market clock closes a bar or makes a print
+``trade_p.subscribe``          ``trades_p`` snapshot of recent prints, then new ones
+``orderbook_p.subscribe``      ``orderbook_p`` snapshot (30 levels a side), then
+                               changed levels (qty ``"0"`` removes one)
+``perp_market24h_pack_p``      24 h ticker of the closed bars, on subscribe and each
+``.subscribe`` ``[]``          time a bar closes
+``user.auth``                  ``["API", key, hex(HMAC_SHA256(secret, key + expiry)),
+                               expiry]``; a bad or expired signature gets an error
+                               reply, which ccxt raises as AuthenticationError
+``aop_p.subscribe`` ``[]``     after ``user.auth``: the account's snapshot
+                               (``accounts_p``, ``orders_p``, ``positions_p``), then
+                               the engine's account events as incrementals
+``server.ping``                ``{"error": null, "id": n, "result": "pong"}``
+=============================  ====================================================
+
+WebSocket PING frames (ccxt sends one every 9 s) are answered by aiohttp. Market pushes
+follow the exchange's clock (``ReplayMarket.now_ms()``), which a replay moves in steps or
+at a speed: a pump task reads it every :data:`POLL_INTERVAL_S` and on :meth:`WsFeed.wake`.
+Trades and the book are the ones the REST API serves (``ReplayMarket.recent_trades`` and
+``order_book``, synthesised from closed bars), published as each bar closes.
+
+**Candles.** Once bar ``i`` has closed and bar ``i + 1`` has opened, the kline stream shows
+bar ``i + 1`` as a forming candle with no trades yet: open = high = low = close = bar ``i``'s
+close, volume 0 (its real open is not revealed early: paper orders fill at it). Each kline
+incremental carries the bars closed since the last one *and* that forming candle, so a
+client that sees a newer candle has also seen its predecessor's final values; a client must
+never treat the newest candle as closed.
+
+Faults (``FaultConfig.ws_*``): dropped incrementals, delayed messages, periodic disconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import WSMsgType, web
+
+from serving.exchange.app import kline_rows
+from serving.exchange.faults import FaultConfig
+from serving.exchange.market import BOOK_DEPTH, TRADES_PER_BAR, OrderBook, PublicTrade, ReplayMarket
+from serving.exchange.payloads import dec, ns
+
+log = logging.getLogger(__name__)
+
+WS_PATH = "/ws"
+POLL_INTERVAL_S = 0.005
+"""How often the pump reads the market clock when nobody calls :meth:`WsFeed.wake`."""
+KLINE_SNAPSHOT_BARS = 1000
+"""Closed bars in a kline snapshot (Phemex sends 1000), and the most one incremental carries:
+a clock that jumps further leaves a gap the client backfills over REST."""
+TRADE_SNAPSHOT_TRADES = 200
+MAX_TRADES_PER_PUSH = 1000
+"""Trades one incremental carries at most (the newest), when the clock closes many bars at once."""
+SEND_QUEUE_LIMIT = 10_000
+"""Messages queued for one connection before it is closed as a slow consumer (code 1013)."""
+TICKER_FIELDS = [
+    "symbol",
+    "openRp",
+    "highRp",
+    "lowRp",
+    "lastRp",
+    "volumeRq",
+    "turnoverRv",
+    "openInterestRv",
+    "indexRp",
+    "markRp",
+    "fundingRateRr",
+    "predFundingRateRr",
+]
+
+INVALID_ARGUMENT = 6001
+"""Phemex's WebSocket code for a bad request (unknown method, symbol or resolution)."""
+AUTH_FAILED = 6012
+"""Phemex's WebSocket code for a failed ``user.auth`` or a private channel without it."""
+
+
+class AccountEngine(Protocol):
+    """What the private stream needs from the paper exchange's engine.
+
+    ``add_listener`` registers ``callback(event)`` for every account change - an
+    :class:`serving.exchange.engine.AccountEvent`: ``api_key`` names the account,
+    ``payload`` is an AOP body (``accounts_p``/``orders_p``/``positions_p`` lists),
+    ``sequence`` and ``timestamp_ns`` stamp it - and returns a function that removes the
+    listener. The callback may be called from any thread, with the engine's lock held.
+    """
+
+    def add_listener(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
+
+    def account_snapshot(self, api_key: str) -> dict[str, Any]: ...
+
+    def secret_for(self, api_key: str) -> str | None: ...
+
+
+class WsRequestError(Exception):
+    """A request the server refuses; answered with ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Subscriptions:
+    """Channels one connection is subscribed to (one symbol and resolution per exchange)."""
+
+    kline: bool = False
+    trades: bool = False
+    book: bool = False
+    ticker: bool = False
+    account: bool = False
+
+
+class Connection:
+    """One client socket: its subscriptions, its identity and its ordered send queue.
+
+    Messages go through a queue drained by one sender task, so a delay fault delays every
+    message alike and order is kept; a client that falls :data:`SEND_QUEUE_LIMIT` messages
+    behind is disconnected rather than buffered without bound.
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, faults: FaultConfig) -> None:
+        self.ws = ws
+        self.faults = faults
+        self.subs = Subscriptions()
+        self.api_key: str | None = None
+        self.sent = 0
+        self.dropped = 0
+        self._queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+
+    def push(self, text: str, *, droppable: bool = False) -> None:
+        """Queue ``text``; an incremental (``droppable``) may be lost to ``ws_drop_rate``."""
+        if droppable and self.faults.drop_ws_message():
+            self.dropped += 1
+            return
+        if self._queue.qsize() >= SEND_QUEUE_LIMIT:
+            if not self.ws.closed:
+                log.warning("ws client %d messages behind: disconnecting it", SEND_QUEUE_LIMIT)
+                self._loop.create_task(self.ws.close(code=1013, message=b"slow consumer"))
+            return
+        self._queue.put_nowait((self._loop.time() + self.faults.ws_delay_ms / 1000, text))
+
+    def reply(self, request_id: Any, result: Any) -> None:
+        self.push(_dumps({"error": None, "id": request_id, "result": result}))
+
+    def error(self, request_id: Any, exc: WsRequestError) -> None:
+        error = {"code": exc.code, "message": exc.message}
+        self.push(_dumps({"error": error, "id": request_id, "result": None}))
+
+    async def send_loop(self) -> None:
+        """Send queued messages in order, each no earlier than its due time."""
+        while True:
+            due, text = await self._queue.get()
+            delay = due - self._loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self.ws.closed:
+                return
+            try:
+                await self.ws.send_str(text)
+            except ConnectionError:  # the peer went away mid-send
+                return
+            self.sent += 1
+
+
+class WsFeed:
+    """The ``/ws`` endpoint of one loopback exchange: connections, subscriptions and pushes.
+
+    Args:
+        market: the replayed market; pushes follow its clock.
+        faults: the exchange's fault settings (``ws_*`` apply here), read live.
+        engine: the paper engine for ``user.auth`` and ``aop_p``; None refuses private
+            channels.
+        poll_interval_s: seconds between clock reads when not woken.
+        kline_snapshot_bars: closed bars per kline snapshot and per incremental at most.
+    """
+
+    def __init__(
+        self,
+        market: ReplayMarket,
+        faults: FaultConfig,
+        engine: AccountEngine | None = None,
+        *,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        kline_snapshot_bars: int = KLINE_SNAPSHOT_BARS,
+    ) -> None:
+        if not poll_interval_s > 0:
+            raise ValueError(f"poll_interval_s must be > 0 seconds, got {poll_interval_s!r}")
+        if kline_snapshot_bars < 1:
+            raise ValueError(f"kline_snapshot_bars must be >= 1, got {kline_snapshot_bars!r}")
+        self.market = market
+        self.faults = faults
+        self.engine = engine
+        self.poll_interval_s = poll_interval_s
+        self.kline_snapshot_bars = kline_snapshot_bars
+        self.connections: set[Connection] = set()
+        self._symbol = market.spec.exchange_symbol
+        self._sequence = 0
+        self._now = market.now_ms()
+        self._closed = _closed_at(market, self._now)
+        self._forming = _forming_at(market, self._now)
+        self._book: OrderBook | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._pump_task: asyncio.Task | None = None
+        self._remove_listener: Callable[[], None] | None = None
+        self._methods: dict[str, Callable[[Connection, Any, list], None]] = {
+            "server.ping": self._ping,
+            "kline_p.subscribe": self._subscribe_kline,
+            "kline_p.unsubscribe": self._unsubscriber("kline"),
+            "trade_p.subscribe": self._subscribe_trades,
+            "trade_p.unsubscribe": self._unsubscriber("trades"),
+            "orderbook_p.subscribe": self._subscribe_book,
+            "orderbook_p.unsubscribe": self._unsubscriber("book"),
+            "perp_market24h_pack_p.subscribe": self._subscribe_ticker,
+            "perp_market24h_pack_p.unsubscribe": self._unsubscriber("ticker"),
+            "user.auth": self._auth,
+            "aop_p.subscribe": self._subscribe_account,
+            "aop_p.unsubscribe": self._unsubscriber("account"),
+        }
+
+    # ---- lifecycle (aiohttp signals)
+    async def start(self, app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._now = self.market.now_ms()
+        self._closed = _closed_at(self.market, self._now)
+        self._forming = _forming_at(self.market, self._now)
+        self._pump_task = self._loop.create_task(self._pump_loop(), name="ws-pump")
+        if self.engine is not None:
+            self._remove_listener = self.engine.add_listener(self._on_account_event)
+
+    async def stop(self, app: web.Application) -> None:
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        if self._pump_task is not None:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump_task
+        for conn in list(self.connections):
+            await conn.ws.close(code=1001, message=b"server shutdown")
+
+    def wake(self) -> None:
+        """Read the clock now rather than at the next poll; callable from any thread."""
+        loop, event = self._loop, self._wake
+        if loop is None or event is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)
+
+    # ---- connections
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        """``GET /ws``: upgrade, then serve requests until either side closes."""
+        ws = web.WebSocketResponse(autoping=True)  # autoping answers ccxt's PING frames
+        await ws.prepare(request)
+        conn = Connection(ws, self.faults)
+        self.connections.add(conn)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(conn.send_loop())]
+        if self.faults.ws_disconnect_every_s is not None:
+            tasks.append(loop.create_task(self._disconnect_after(conn)))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    self._on_request(conn, msg.data)
+        finally:
+            self.connections.discard(conn)
+            for task in tasks:
+                task.cancel()
+        return ws
+
+    async def _disconnect_after(self, conn: Connection) -> None:
+        seconds = self.faults.ws_disconnect_every_s
+        assert seconds is not None
+        await asyncio.sleep(seconds)
+        await conn.ws.close(code=1001, message=b"disconnect fault")
+
+    def _on_request(self, conn: Connection, text: str) -> None:
+        request_id = None
+        try:
+            request = json.loads(text)
+            if not isinstance(request, dict):
+                raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: request {text!r}")
+            request_id = request.get("id")
+            method = request.get("method")
+            params = request.get("params", [])
+            handler = self._methods.get(method)
+            if handler is None:
+                raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: method {method!r}")
+            if not isinstance(params, list):
+                raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: params {params!r}")
+            handler(conn, request_id, params)
+        except json.JSONDecodeError:
+            conn.error(None, WsRequestError(INVALID_ARGUMENT, f"invalid argument: {text!r}"))
+        except WsRequestError as exc:
+            conn.error(request_id, exc)
+
+    # ---- requests
+    def _ping(self, conn: Connection, request_id: Any, params: list) -> None:
+        conn.reply(request_id, "pong")
+
+    def _unsubscriber(self, channel: str) -> Callable[[Connection, Any, list], None]:
+        def unsubscribe(conn: Connection, request_id: Any, params: list) -> None:
+            setattr(conn.subs, channel, False)
+            conn.reply(request_id, {"status": "success"})
+
+        return unsubscribe
+
+    def _check_symbol(self, params: list) -> None:
+        symbol = params[0] if params else None
+        if symbol != self._symbol:
+            raise WsRequestError(
+                INVALID_ARGUMENT, f"invalid argument: symbol {symbol!r} is not listed"
+            )
+
+    def _subscribe_kline(self, conn: Connection, request_id: Any, params: list) -> None:
+        self._check_symbol(params)
+        resolution = params[1] if len(params) > 1 else None
+        if resolution != self.market.resolution_s:
+            raise WsRequestError(
+                INVALID_ARGUMENT,
+                f"invalid argument: resolution {resolution!r}; this exchange replays "
+                f"{self.market.data.timeframe} bars only ({self.market.resolution_s})",
+            )
+        conn.subs.kline = True
+        conn.reply(request_id, {"status": "success"})
+        lo = max(self._closed - self.kline_snapshot_bars, 0)
+        conn.push(self._kline_message(lo, self._closed, "snapshot"))
+
+    def _subscribe_trades(self, conn: Connection, request_id: Any, params: list) -> None:
+        self._check_symbol(params)
+        conn.subs.trades = True
+        conn.reply(request_id, {"status": "success"})
+        trades = self._trades_of_bars(self._closed, TRADE_SNAPSHOT_TRADES)
+        conn.push(self._trades_message(trades, "snapshot"))
+
+    def _subscribe_book(self, conn: Connection, request_id: Any, params: list) -> None:
+        self._check_symbol(params)
+        conn.subs.book = True
+        conn.reply(request_id, {"status": "success"})
+        if self._book is None:
+            self._book = self.market.order_book()
+        conn.push(self._book_message(_levels(self._book), "snapshot"))
+
+    def _subscribe_ticker(self, conn: Connection, request_id: Any, params: list) -> None:
+        conn.subs.ticker = True
+        conn.reply(request_id, {"status": "success"})
+        message = self._ticker_message()
+        if message is not None:
+            conn.push(message)
+
+    def _auth(self, conn: Connection, request_id: Any, params: list) -> None:
+        if self.engine is None:
+            raise WsRequestError(AUTH_FAILED, "private channels are not served by this exchange")
+        if len(params) != 4 or params[0] != "API":
+            raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: user.auth params {params!r}")
+        _, api_key, signature, expiry = params
+        secret = self.engine.secret_for(api_key) if isinstance(api_key, str) else None
+        if secret is None:
+            raise WsRequestError(AUTH_FAILED, f"Api key not found: {api_key!r}")
+        if not isinstance(expiry, int) or expiry < time.time():
+            raise WsRequestError(AUTH_FAILED, f"expired or invalid expiry {expiry!r}")
+        expected = hmac.new(
+            secret.encode(), f"{api_key}{expiry}".encode(), hashlib.sha256
+        ).hexdigest()
+        if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
+            raise WsRequestError(AUTH_FAILED, "API Signature verification failed")
+        conn.api_key = api_key
+        conn.reply(request_id, {"status": "success"})
+
+    def _subscribe_account(self, conn: Connection, request_id: Any, params: list) -> None:
+        if conn.api_key is None or self.engine is None:
+            raise WsRequestError(AUTH_FAILED, "aop_p.subscribe needs a successful user.auth")
+        conn.subs.account = True
+        conn.reply(request_id, {"status": "success"})
+        snapshot = self.engine.account_snapshot(conn.api_key)
+        envelope = {
+            "sequence": self._next_sequence(),
+            "timestamp": ns(self.market.now_ms()),
+            "type": "snapshot",
+        }
+        conn.push(_dumps({**envelope, **snapshot}))
+
+    # ---- account events (engine hook)
+    def _on_account_event(self, event: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._dispatch_account_event(event)
+        else:
+            loop.call_soon_threadsafe(self._dispatch_account_event, event)
+
+    def _dispatch_account_event(self, event: Any) -> None:
+        targets = [c for c in self.connections if c.subs.account and c.api_key == event.api_key]
+        if targets:
+            envelope = {
+                "sequence": event.sequence,
+                "timestamp": event.timestamp_ns,
+                "type": "incremental",
+            }
+            text = _dumps({**envelope, **event.payload})
+            for conn in targets:
+                conn.push(text, droppable=True)
+
+    # ---- market pushes
+    async def _pump_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+            self._wake.clear()
+            try:
+                self.pump()
+            except Exception:  # a bad push must not end the feed for every client
+                log.exception("ws pump failed")
+
+    def pump(self) -> None:
+        """Push whatever the market clock has made happen since the last pump: bars closed
+        (klines, their trades, the ticker, the book) and a bar opened (its forming candle)."""
+        now = self.market.now_ms()
+        if now <= self._now:
+            return
+        self._now = now
+        closed = _closed_at(self.market, now)
+        forming = _forming_at(self.market, now)
+        prev_closed, self._closed = self._closed, closed
+        prev_forming, self._forming = self._forming, forming
+        new_bars = closed > prev_closed
+        if not (new_bars or forming != prev_forming):
+            return
+        subs = [c.subs for c in self.connections]
+        if any(s.kline for s in subs):
+            # Repeat the last closed bar when only a new candle opened (after a gap).
+            lo = prev_closed if new_bars else closed - 1
+            lo = max(lo, closed - self.kline_snapshot_bars, 0)
+            self._broadcast("kline", self._kline_message(lo, closed, "incremental"))
+        if not new_bars:
+            return
+        if any(s.trades for s in subs):
+            trades = self._trades_of_bars(closed, MAX_TRADES_PER_PUSH, after=prev_closed)
+            if trades:
+                self._broadcast("trades", self._trades_message(trades, "incremental"))
+        if any(s.ticker for s in subs):
+            message = self._ticker_message()
+            if message is not None:
+                self._broadcast("ticker", message)
+        if any(s.book for s in subs):
+            self._push_book_changes()
+        else:
+            self._book = None  # rebuilt at the next subscription
+
+    def _broadcast(self, channel: str, text: str) -> None:
+        for conn in self.connections:
+            if getattr(conn.subs, channel):
+                conn.push(text, droppable=True)
+
+    def _next_sequence(self) -> int:
+        self._sequence += 1
+        return self._sequence
+
+    def _kline_message(self, lo: int, hi: int, kind: str) -> str:
+        """Closed bars ``lo .. hi - 1`` and the candle forming at the pump's time, newest first."""
+        market = self.market
+        res = market.resolution_s
+        d = market.data
+        rows = []
+        if self._forming is not None:
+            # No trade yet: the candle stands at the last close (see the module doc).
+            last = dec(d.close[self._forming - 1]) if self._forming else dec(d.open[0])
+            open_s = int(d.timestamp[self._forming]) // 1000
+            rows.append([open_s, res, last, last, last, last, last, "0", "0"])
+        if hi > lo:
+            klines = market.klines(int(d.timestamp[lo]), int(d.timestamp[hi - 1]), hi - lo)
+            rows.extend(reversed(kline_rows(klines, res)))
+        message = {
+            "kline_p": rows,
+            "sequence": self._next_sequence(),
+            "symbol": self._symbol,
+            "type": kind,
+        }
+        return _dumps(message)
+
+    def _trades_of_bars(self, hi: int, limit: int, after: int = 0) -> list[PublicTrade]:
+        """The last ``limit`` public trades (the REST API's) of bars ``after .. hi - 1``,
+        oldest first."""
+        lo = max(after, hi - -(-limit // TRADES_PER_BAR))
+        if hi <= lo:
+            return []
+        d = self.market.data
+        start = int(d.timestamp[lo])
+        end = int(d.timestamp[hi - 1]) + self.market.timeframe_ms
+        # recent_trades reads the live clock, which may have moved on since this pump.
+        n = TRADES_PER_BAR * (self.market.closed_bars() - lo)
+        trades = [
+            t for t in reversed(self.market.recent_trades(n)) if start <= t.timestamp_ms < end
+        ]
+        return trades[-limit:]
+
+    def _trades_message(self, trades: list[PublicTrade], kind: str) -> str:
+        rows = [[ns(t.timestamp_ms), t.side, dec(t.price), dec(t.qty)] for t in reversed(trades)]
+        message = {
+            "sequence": self._next_sequence(),
+            "symbol": self._symbol,
+            "trades_p": rows,
+            "type": kind,
+        }
+        return _dumps(message)
+
+    def _ticker_message(self) -> str | None:
+        ticker = self.market.ticker()
+        if ticker is None:
+            return None
+        close = dec(ticker.close)
+        rate = dec(ticker.funding_rate)
+        row = [
+            self._symbol,
+            dec(ticker.open),
+            dec(ticker.high),
+            dec(ticker.low),
+            close,
+            dec(ticker.volume),
+            dec(ticker.turnover),
+            "0",
+            close,
+            close,
+            rate,
+            rate,
+        ]
+        message = {
+            "method": "perp_market24h_pack_p.update",
+            "fields": TICKER_FIELDS,
+            "data": [row],
+            "timestamp": ns(self._now),
+            "type": "snapshot",
+        }
+        return _dumps(message)
+
+    def _push_book_changes(self) -> None:
+        old = self._book
+        self._book = self.market.order_book()
+        new = _levels(self._book)
+        if old is None:
+            self._broadcast("book", self._book_message(new, "snapshot"))
+            return
+        changes = tuple(_level_changes(o, n) for o, n in zip(_levels(old), new, strict=True))
+        if any(changes):
+            self._broadcast("book", self._book_message(changes, "incremental"))
+
+    def _book_message(
+        self, levels: tuple[dict[float, float], dict[float, float]], kind: str
+    ) -> str:
+        bids, asks = levels
+        message = {
+            "orderbook_p": {
+                "asks": [[dec(p), dec(q)] for p, q in sorted(asks.items())],
+                "bids": [[dec(p), dec(q)] for p, q in sorted(bids.items(), reverse=True)],
+            },
+            "depth": BOOK_DEPTH,
+            "sequence": self._next_sequence(),
+            "symbol": self._symbol,
+            "timestamp": ns(self._now),
+            "type": kind,
+        }
+        return _dumps(message)
+
+
+def add_websocket(
+    app: web.Application,
+    market: ReplayMarket,
+    faults: FaultConfig,
+    engine: AccountEngine | None = None,
+    **options: Any,
+) -> WsFeed:
+    """Serve :class:`WsFeed` at ``/ws`` on ``app``; ``options`` go to its constructor."""
+    feed = WsFeed(market, faults, engine, **options)
+    app[WS_FEED] = feed
+    app.router.add_get(WS_PATH, feed.handle)
+    app.on_startup.append(feed.start)
+    app.on_shutdown.append(feed.stop)
+    return feed
+
+
+WS_FEED = web.AppKey("ws_feed", WsFeed)
+
+
+def _closed_at(market: ReplayMarket, now_ms: int) -> int:
+    """Bars closed at market time ``now_ms`` (one pump reads one instant of the clock)."""
+    return int(market.data.timestamp.searchsorted(now_ms - market.timeframe_ms, side="right"))
+
+
+def _forming_at(market: ReplayMarket, now_ms: int) -> int | None:
+    """Index of the bar open at ``now_ms``, or None in a gap or past the data's end."""
+    i = _closed_at(market, now_ms)
+    return i if i < len(market.data) and market.data.timestamp[i] <= now_ms else None
+
+
+def _levels(book: OrderBook) -> tuple[dict[float, float], dict[float, float]]:
+    return {lv.price: lv.qty for lv in book.bids}, {lv.price: lv.qty for lv in book.asks}
+
+
+def _level_changes(old: dict[float, float], new: dict[float, float]) -> dict[float, float]:
+    """Levels whose quantity changed, with qty 0 for those removed."""
+    changes = {p: q for p, q in new.items() if old.get(p) != q}
+    changes.update({p: 0.0 for p in old if p not in new})
+    return changes
+
+
+def _dumps(message: Any) -> str:
+    return json.dumps(message, separators=(",", ":"))
