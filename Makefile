@@ -30,19 +30,21 @@ test-fast: setup
 	$(PY) -m pytest -m "not slow and not browser"
 
 demo: setup
-	$(PY) -m envs.demo
+	$(PY) -m agents.demo
 
 peers-venv: $(PEERS_STAMP)
 
 $(PEERS_STAMP): $(PEERS_REQ)
 	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_PY) -m pip install --quiet --upgrade pip
+	$(PEERS_PY) -m pip install --quiet $(TORCH_PIN)
 	$(PEERS_PY) -m pip install --quiet -r $(PEERS_REQ)
 	$(PEERS_PY) -c "import gym_anytrading, gym_trading_env.environments"
 	touch $(PEERS_STAMP)
 
 bench: setup peers-venv
 	$(PY) benchmarks/env_throughput.py
+	$(PY) benchmarks/train_throughput.py
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,0 +1,448 @@
+"""Typed schemas of the Hydra configs in ``conf/``, registered in Hydra's ConfigStore.
+
+Each YAML file of a config group extends the schema of its group (``defaults:
+[/schema/agent/ppo@_here_, _self_]``), so Hydra itself rejects an unknown key (``agent.learning_rat=...``) or a value of
+the wrong type (``agent.n_steps=many``) with a message naming the key, before any training
+code runs. Closed sets of choices (action space, reward, normalisation ...) are enums for
+the same reason. What Hydra cannot check alone (an algorithm with an action space it does not
+support, dates in the wrong order) is checked by :func:`agents.algorithms.resolve_action`
+and :mod:`agents.splits` at the very start of a run.
+
+This module imports only dataclasses and Hydra: it is read before anything heavy is loaded.
+"""
+
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class ActionSpace(Enum):
+    """``auto`` takes the algorithm's natural space: discrete for PPO/A2C/DQN/RecurrentPPO,
+    continuous for SAC/TD3."""
+
+    auto = "auto"
+    discrete = "discrete"
+    continuous = "continuous"
+
+
+class Reward(Enum):
+    log_return = "log_return"
+    differential_sharpe = "differential_sharpe"
+    drawdown_penalty = "drawdown_penalty"
+
+
+class Slippage(Enum):
+    fixed = "fixed"
+    spread_impact = "spread_impact"
+
+
+class Normalization(Enum):
+    fit = "fit"
+    rolling = "rolling"
+    none = "none"
+
+
+class GapPolicy(Enum):
+    fill = "fill"
+    reject = "reject"
+    allow = "allow"
+
+
+class Objective(Enum):
+    """Validation metrics a run can select checkpoints and sweeps on (higher is better)."""
+
+    sharpe = "sharpe"
+    sortino = "sortino"
+    calmar = "calmar"
+    total_return = "total_return"
+    annual_return = "annual_return"
+
+
+class LoggerKind(Enum):
+    wandb = "wandb"
+    tensorboard = "tensorboard"
+    none = "none"
+
+
+class WandbMode(Enum):
+    """``auto``: online when ``WANDB_API_KEY`` is set (or ``WANDB_MODE`` says so), else offline."""
+
+    auto = "auto"
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class Checkpoint(Enum):
+    best = "best"
+    last = "last"
+
+
+class EvalSplit(StrEnum):
+    train = "train"
+    validation = "validation"
+    test = "test"
+    custom = "custom"
+
+
+# ---------------------------------------------------------------- groups
+@dataclass
+class DataConfig:
+    """Which bars to load (group ``data``)."""
+
+    symbol: str = "BTC/USDT:USDT"
+    timeframe: str = "5m"
+    data_dir: str | None = None
+    """Parquet store root; None: the bundled Binance sample (2025-03-06 to 2025-04-13)."""
+    exchange: str | None = None
+    start: str | None = None
+    """First bar to load (ISO date, UTC); None: the first stored bar."""
+    end: str | None = None
+    """Load bars opening before this (exclusive); None: to the last stored bar."""
+    gaps: GapPolicy = GapPolicy.fill
+    default_funding_rate: float = 0.0001
+    contract: dict[str, Any] = field(default_factory=dict)
+    """Overrides of :class:`envs.market.ContractSpec` (tick_size, lot_size ...) for a symbol
+    other than BTCUSDT; empty: Phemex BTCUSDT."""
+
+
+@dataclass
+class FeaturesConfig:
+    """The :class:`envs.features.FeaturePipeline` (group ``features``)."""
+
+    specs: list[dict[str, Any]] = MISSING
+    """Feature specs, e.g. ``{name: rsi, window: 14}``."""
+    normalization: Normalization = Normalization.fit
+    """``fit``: z-scores with statistics of the training rows only (saved with the run)."""
+    norm_window: int = 2000
+    norm_min_periods: int = 500
+    clip: float | None = 10.0
+
+
+@dataclass
+class EnvSettings:
+    """Trading rules and episode shape (group ``env``); see :class:`envs.config.EnvConfig`.
+
+    The market fields of ``EnvConfig`` come from ``data``, its ``start``/``end`` from
+    ``split`` and its features from ``features``.
+    """
+
+    window: int = 32
+    action: ActionSpace = ActionSpace.auto
+    action_levels: int = 3
+    reward: Reward = Reward.log_return
+    reward_scale: float = 100.0
+    """Log returns of a 5m bar are ~1e-3; scaling keeps value targets near unit size."""
+    dsr_eta: float = 0.01
+    drawdown_penalty: float = 0.5
+    initial_balance: float = 10_000.0
+    leverage: float = 1.0
+    margin_usage: float = 0.95
+    rebalance_band: float = 0.05
+    taker_fee: float | None = None
+    maker_fee: float | None = None
+    maintenance_margin_rate: float | None = None
+    slippage: Slippage = Slippage.fixed
+    slippage_bps: float = 1.0
+    spread_bps: float = 1.0
+    impact_coef: float = 0.1
+    episode_length: int | None = 1024
+    """Training steps per episode from a random start; validation and test always replay
+    their whole range as one episode."""
+
+
+@dataclass
+class WalkForwardConfig:
+    """Successive (train, validation, test) folds, laid out backwards from the data's end."""
+
+    folds: int = 3
+    train: str = "14d"
+    """Durations are pandas Timedelta strings: ``14d``, ``36h``, ``90min``."""
+    validation: str = "3d"
+    test: str = "3d"
+    anchored: bool = False
+    """True: every fold trains from the first bar (expanding window)."""
+
+
+@dataclass
+class SplitConfig:
+    """Train / validation / test ranges by date (group ``split``).
+
+    Boundaries given as dates win; otherwise ``train_fraction`` and ``val_fraction`` of the
+    loaded time span place them. ``embargo`` is left unused after the training range and
+    after the validation range.
+    """
+
+    train_start: str | None = None
+    train_end: str | None = None
+    val_end: str | None = None
+    test_end: str | None = None
+    train_fraction: float = 0.7
+    val_fraction: float = 0.15
+    embargo: str = "1h"
+    walk_forward: WalkForwardConfig = field(default_factory=WalkForwardConfig)
+
+
+@dataclass
+class LoggerConfig:
+    """Where training curves go (group ``logger``); CSV curves are always written."""
+
+    kind: LoggerKind = LoggerKind.wandb
+    project: str = "phemex-rl"
+    entity: str | None = None
+    mode: WandbMode = WandbMode.auto
+    tags: list[str] = field(default_factory=list)
+    log_model: bool = True
+    """Upload the best checkpoint and feature pipeline as a wandb model artifact."""
+
+
+# ---------------------------------------------------------------- agents
+@dataclass
+class AgentConfig:
+    """Settings shared by every algorithm (group ``agent``)."""
+
+    algo: str = MISSING
+    policy: str = "MlpPolicy"
+    n_envs: int = 16
+    """Episodes stepped together by the vector environment."""
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Passed to the SB3 policy; ``activation_fn`` is a name (``tanh``, ``relu`` ...)."""
+    device: str = "cpu"
+
+
+@dataclass
+class PPOConfig(AgentConfig):
+    algo: str = "ppo"
+    n_steps: int = 256
+    batch_size: int = 256
+    n_epochs: int = 5
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    normalize_advantage: bool = True
+    target_kl: float | None = None
+
+
+@dataclass
+class RecurrentPPOConfig(PPOConfig):
+    algo: str = "recurrent_ppo"
+    policy: str = "MlpLstmPolicy"
+
+
+@dataclass
+class A2CConfig(AgentConfig):
+    algo: str = "a2c"
+    learning_rate: float = 7e-4
+    n_steps: int = 16
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    rms_prop_eps: float = 1e-5
+    use_rms_prop: bool = True
+    normalize_advantage: bool = False
+
+
+@dataclass
+class OffPolicyConfig(AgentConfig):
+    n_envs: int = 4
+    buffer_size: int = 50_000
+    """Transitions kept; each holds two observations (window x features float32)."""
+    learning_starts: int = 1000
+    batch_size: int = 256
+    tau: float = 0.005
+    train_freq: int = 1
+    """Vector-env steps between updates (each step is ``n_envs`` transitions)."""
+    gradient_steps: int = 1
+
+
+@dataclass
+class DQNConfig(OffPolicyConfig):
+    algo: str = "dqn"
+    learning_rate: float = 1e-4
+    batch_size: int = 64
+    tau: float = 1.0
+    train_freq: int = 4
+    target_update_interval: int = 1000
+    exploration_fraction: float = 0.2
+    exploration_initial_eps: float = 1.0
+    exploration_final_eps: float = 0.05
+    max_grad_norm: float = 10.0
+
+
+@dataclass
+class SACConfig(OffPolicyConfig):
+    algo: str = "sac"
+    ent_coef: str = "auto"
+    """``auto``, ``auto_0.1`` (learned, from 0.1) or a fixed number such as ``0.01``."""
+    target_update_interval: int = 1
+    target_entropy: str = "auto"
+    use_sde: bool = False
+
+
+@dataclass
+class TD3Config(OffPolicyConfig):
+    algo: str = "td3"
+    learning_rate: float = 1e-3
+    policy_delay: int = 2
+    target_policy_noise: float = 0.2
+    target_noise_clip: float = 0.5
+    action_noise_sigma: float = 0.1
+    """Std of the Gaussian exploration noise added to actions in [-1, 1]; 0 for none."""
+
+
+AGENT_SCHEMAS: dict[str, type[AgentConfig]] = {
+    "ppo": PPOConfig,
+    "recurrent_ppo": RecurrentPPOConfig,
+    "a2c": A2CConfig,
+    "dqn": DQNConfig,
+    "sac": SACConfig,
+    "td3": TD3Config,
+}
+"""Schema of each ``agent.algo``."""
+
+
+# ---------------------------------------------------------------- applications
+@dataclass
+class TrainConfig:
+    """``python -m agents.train`` (``conf/train.yaml``)."""
+
+    data: DataConfig = MISSING
+    features: FeaturesConfig = MISSING
+    env: EnvSettings = MISSING
+    agent: AgentConfig = MISSING
+    split: SplitConfig = MISSING
+    logger: LoggerConfig = MISSING
+    seed: int = 0
+    """Seeds Python, numpy, torch, the policy and episode k of the vector env (seed + k)."""
+    total_timesteps: int = 200_000
+    """Agent steps over all episodes (a resumed run counts its earlier steps)."""
+    eval_freq: int = 20_000
+    """Agent steps between validation backtests; each may become the best checkpoint."""
+    objective: Objective = Objective.sharpe
+    """Validation metric that picks the best checkpoint and that a sweep maximises."""
+    resume_from: str | None = None
+    """A run directory (its last checkpoint) or a checkpoint ``.zip`` to continue from."""
+    save_replay_buffer: bool = False
+    """Off-policy algorithms: checkpoint the replay buffer too, for an exact resume."""
+    torch_threads: int = 1
+    progress_bar: bool = True
+    name: str | None = None
+    """Run name in wandb; None: ``<algo>-<symbol>-<timeframe>-s<seed>``."""
+
+
+def _hydra_run_dir(run_dir: str) -> Any:
+    """A primary config's ``hydra`` node: outputs under ``run_dir``, no ``.hydra`` copy."""
+    return field(default_factory=lambda: {"run": {"dir": run_dir}, "output_subdir": None})
+
+
+@dataclass
+class EvaluateConfig:
+    """``python -m agents.evaluate run_dir=... split=test``.
+
+    A structured primary config without a YAML file: in the ``conf/`` search path the key
+    ``split`` would be taken for the training config group of that name.
+    """
+
+    run_dir: str = MISSING
+    split: EvalSplit = EvalSplit.test
+    checkpoint: Checkpoint = Checkpoint.best
+    data_dir: str | None = None
+    """Backtest on bars from this store instead of the training data (e.g. a fresh download)."""
+    start: str | None = None
+    """With ``split=custom``: first bar of the range (ISO date, UTC)."""
+    end: str | None = None
+    """With ``split=custom``: bars opening before this; None: to the last stored bar."""
+    seed: int = 0
+    """Seed of the random-policy baseline."""
+    wandb: bool = True
+    """Log the report to the training run's wandb project when it used wandb."""
+    hydra: Any = _hydra_run_dir("${run_dir}/eval/${split}")
+
+
+@dataclass
+class ExportConfig:
+    """``python -m agents.export run_dir=...`` (structured primary config, like evaluate)."""
+
+    run_dir: str = MISSING
+    """A training run directory, or a sweep directory (its best trial is exported)."""
+    checkpoint: Checkpoint = Checkpoint.best
+    name: str | None = None
+    """BentoML model name; None: ``phemex-<algo>-<symbol>-<timeframe>``."""
+    # Export writes only to the model store: no Hydra output directory, no log file.
+    defaults: list[Any] = field(
+        default_factory=lambda: [{"override hydra/job_logging": "none"}, "_self_"]
+    )
+    hydra: Any = _hydra_run_dir(".")
+
+
+def register_configs() -> None:
+    """Store every schema in Hydra's ConfigStore; the YAML files in ``conf/`` extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="evaluate", node=EvaluateConfig)
+    cs.store(name="export", node=ExportConfig)
+    # Group schemas live under `schema/`, not in the groups themselves: a ConfigStore group
+    # named `split` would make `split=test` a group choice in the evaluate app too.
+    for group, schema in (
+        ("data", DataConfig),
+        ("features", FeaturesConfig),
+        ("env", EnvSettings),
+        ("split", SplitConfig),
+        ("logger", LoggerConfig),
+    ):
+        cs.store(group="schema", name=group, node=schema)
+    for algo, schema in AGENT_SCHEMAS.items():
+        cs.store(group="schema/agent", name=algo, node=schema)
+    # `hydra/sweeper=optuna` gets our defaults (maximise the objective, seeded sampler) in
+    # place of the plugin's: a YAML file of the same name would trigger Hydra's deprecated
+    # automatic schema matching, which fails on the plugin's defaults list.
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # discovers (and executes) the plugins' config modules once, first
+    cs.store(group="hydra/sweeper", name="optuna", node=_optuna_sweeper_schema())
+    cs.store(group="hydra/sweeper/sampler", name="tpe", node=_tpe_sampler_schema())
+
+
+def _optuna_sweeper_schema() -> type:
+    """The Optuna sweeper's schema with defaults for maximising a validation metric."""
+    from hydra_plugins.hydra_optuna_sweeper.config import Direction, OptunaSweeperConf
+
+    @dataclass
+    class OptunaSweeper(OptunaSweeperConf):
+        direction: Any = Direction.maximize
+        study_name: str | None = "phemex-rl"
+        storage: Any = None
+        """In memory only: optuna 2.10's SQLite storage breaks with SQLAlchemy 2."""
+        n_trials: int = 20
+        n_jobs: int = 2
+        """Trials launched together; the joblib launcher runs them in parallel processes."""
+        params: dict[str, str] | None = field(
+            default_factory=lambda: {
+                "agent.learning_rate": "tag(log, interval(1e-5, 1e-3))",
+                "agent.gamma": "interval(0.95, 0.999)",
+            }
+        )
+
+    return OptunaSweeper
+
+
+def _tpe_sampler_schema() -> type:
+    """Optuna's TPE sampler seeded, so that a sweep proposes the same trials each time."""
+    from hydra_plugins.hydra_optuna_sweeper.config import TPESamplerConfig
+
+    @dataclass
+    class TPESampler(TPESamplerConfig):
+        seed: int | None = 0
+
+    return TPESampler
+
+
+register_configs()
