@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.logger import KVWriter, Logger, make_output_format
 
-from agents.algorithms import ConfigError
 from agents.config import LoggerConfig, LoggerKind, WandbMode
 
 
@@ -155,15 +154,3 @@ def make_sb3_logger(cfg: LoggerConfig, run_dir: Path, tracker: Tracker) -> Logge
     if tracker.active:
         formats.append(WandbWriter(tracker))
     return Logger(str(logs), formats)
-
-
-def check_logger(cfg: LoggerConfig) -> None:
-    """Fail at start when the chosen logger's package is missing."""
-    if cfg.kind is LoggerKind.tensorboard:
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            raise ConfigError(
-                "logger=tensorboard needs the tensorboard package: pip install tensorboard "
-                "(or use logger=wandb / logger=none)"
-            ) from None

@@ -175,9 +175,7 @@ def train(
     action = resolve_action(algo, config.env.action)
     _check_numbers(config)
     from agents.data import load_market, make_contract, prepare_dataset
-    from agents.tracking import check_logger
 
-    check_logger(config.logger)
     contract = make_contract(config.data)
     env_config = make_env_config(config, action)
     try:
