@@ -45,6 +45,7 @@ $(PEERS_STAMP): $(PEERS_REQ)
 bench: setup peers-venv
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/exchange_latency.py
 
 lint: setup
 	$(PY) -m ruff check .

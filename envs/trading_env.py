@@ -16,10 +16,69 @@ from envs.features import DEFAULT_FEATURES, FeatureMatrix, FeaturePipeline
 from envs.market import BTCUSDT, ContractSpec
 
 
-class MarketReplay:
+class EnvLayout:
+    """The rules and shapes an environment built from ``config`` shares with every other one
+    built from it - replay, vector or live: the validated contract, the pricing parameters,
+    the settings vector, the action/observation spaces and the action -> exposure mapping.
+
+    Built in two steps because the feature columns are known only once features exist:
+    the constructor validates the config, :meth:`set_features` sizes the observation.
+    """
+
+    def __init__(self, config: EnvConfig, contract: ContractSpec | None) -> None:
+        self.config = config
+        self.contract = config.contract(contract or BTCUSDT)
+        config.validate(self.contract)
+        self.params = acc.pricing_params(self.contract, config.slippage_model())
+        if config.action == "discrete":
+            self.action_space: spaces.Space = spaces.Discrete(config.action_levels)
+            self.action_levels = np.linspace(-1.0, 1.0, config.action_levels)
+        else:
+            self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+            self.action_levels = np.zeros(0)  # empty: actions are exposures themselves
+
+    def set_features(self, names: list[str]) -> None:
+        """Size the settings vector and the observation for feature columns ``names``."""
+        config = self.config
+        self.settings = self._settings(config, len(names))
+        self.obs_size = config.window * len(names) + len(replay.ACCOUNT_FEATURES)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (self.obs_size,), np.float32)
+        self.observation_names = [
+            f"{name}[t-{lag}]" for lag in range(config.window - 1, -1, -1) for name in names
+        ] + list(replay.ACCOUNT_FEATURES)
+
+    @staticmethod
+    def _settings(config: EnvConfig, n_features: int) -> np.ndarray:
+        settings = np.zeros(replay.SETTINGS_SIZE, dtype=np.float64)
+        settings[replay.C_FEATURES] = n_features
+        settings[replay.C_WINDOW] = config.window
+        settings[replay.C_MARGIN_USAGE] = config.margin_usage
+        settings[replay.C_REBALANCE_BAND] = config.rebalance_band
+        settings[replay.C_REWARD] = replay.REWARD_KINDS.index(config.reward)
+        settings[replay.C_REWARD_SCALE] = config.reward_scale
+        settings[replay.C_DSR_ETA] = config.dsr_eta
+        settings[replay.C_DRAWDOWN_PENALTY] = config.drawdown_penalty
+        settings[replay.C_LEVERAGE] = config.leverage
+        settings[replay.C_BALANCE] = config.initial_balance
+        return settings
+
+    def target_exposure(self, action: Any) -> float:
+        """Target exposure in [-1, 1] of one action; raises on an action outside the space."""
+        if isinstance(action, np.ndarray):
+            action = action.reshape(-1)[0] if action.size == 1 else action
+        try:
+            target = replay.action_to_target(float(action), self.action_levels)
+        except TypeError:
+            target = np.nan
+        if np.isnan(target):
+            raise ValueError(f"action {action!r} is not in {self.action_space}")
+        return target
+
+
+class MarketReplay(EnvLayout):
     """Everything an episode reads, prepared once and shared by the single and vector envs:
-    the packed bars, the float32 feature matrix, the pricing parameters, the settings vector,
-    the range of valid episode starts and the action/observation spaces."""
+    the packed bars, the float32 feature matrix, the range of valid episode starts, and the
+    :class:`EnvLayout` (pricing parameters, settings vector, spaces)."""
 
     def __init__(
         self,
@@ -28,9 +87,7 @@ class MarketReplay:
         contract: ContractSpec | None,
         config: EnvConfig,
     ) -> None:
-        self.config = config
-        self.contract = config.contract(contract or BTCUSDT)
-        config.validate(self.contract)
+        super().__init__(config, contract)
         if market is None:
             from envs.data.store import load_market_data
 
@@ -55,8 +112,7 @@ class MarketReplay:
         self.bars = replay.pack_bars(market)
         self.feature_values = np.ascontiguousarray(features.values, dtype=np.float32)
         self.feature_flat = self.feature_values.reshape(-1)  # a view: windows are block copies
-        self.params = acc.pricing_params(self.contract, config.slippage_model())
-        self.settings = self._settings(config, self.feature_values.shape[1])
+        self.set_features(features.names)
         self.first_start, self.last_bar = self._episode_range(config, market, features)
         self.episode_length = config.episode_length
         if self.episode_length is not None:
@@ -69,35 +125,6 @@ class MarketReplay:
                 )
         else:
             self.last_start = self.first_start
-        n_features = self.feature_values.shape[1]
-        self.obs_size = config.window * n_features + len(replay.ACCOUNT_FEATURES)
-        self.observation_space = spaces.Box(-np.inf, np.inf, (self.obs_size,), np.float32)
-        if config.action == "discrete":
-            self.action_space: spaces.Space = spaces.Discrete(config.action_levels)
-            self.action_levels = np.linspace(-1.0, 1.0, config.action_levels)
-        else:
-            self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
-            self.action_levels = np.zeros(0)  # empty: actions are exposures themselves
-        self.observation_names = [
-            f"{name}[t-{lag}]"
-            for lag in range(config.window - 1, -1, -1)
-            for name in features.names
-        ] + list(replay.ACCOUNT_FEATURES)
-
-    @staticmethod
-    def _settings(config: EnvConfig, n_features: int) -> np.ndarray:
-        settings = np.zeros(replay.SETTINGS_SIZE, dtype=np.float64)
-        settings[replay.C_FEATURES] = n_features
-        settings[replay.C_WINDOW] = config.window
-        settings[replay.C_MARGIN_USAGE] = config.margin_usage
-        settings[replay.C_REBALANCE_BAND] = config.rebalance_band
-        settings[replay.C_REWARD] = replay.REWARD_KINDS.index(config.reward)
-        settings[replay.C_REWARD_SCALE] = config.reward_scale
-        settings[replay.C_DSR_ETA] = config.dsr_eta
-        settings[replay.C_DRAWDOWN_PENALTY] = config.drawdown_penalty
-        settings[replay.C_LEVERAGE] = config.leverage
-        settings[replay.C_BALANCE] = config.initial_balance
-        return settings
 
     @staticmethod
     def _episode_range(
@@ -125,18 +152,6 @@ class MarketReplay:
             return self.first_start, self.last_bar
         start = int(rng.integers(self.first_start, self.last_start + 1))
         return start, start + self.episode_length
-
-    def target_exposure(self, action: Any) -> float:
-        """Target exposure in [-1, 1] of one action; raises on an action outside the space."""
-        if isinstance(action, np.ndarray):
-            action = action.reshape(-1)[0] if action.size == 1 else action
-        try:
-            target = replay.action_to_target(float(action), self.action_levels)
-        except TypeError:
-            target = np.nan
-        if np.isnan(target):
-            raise ValueError(f"action {action!r} is not in {self.action_space}")
-        return target
 
 
 class PhemexTradingEnv(gym.Env):

@@ -71,6 +71,8 @@ a clock that jumps further leaves a gap the client backfills over REST."""
 TRADE_SNAPSHOT_TRADES = 200
 MAX_TRADES_PER_PUSH = 1000
 """Trades one incremental carries at most (the newest), when the clock closes many bars at once."""
+CLOSE_TIMEOUT_S = 2.0
+"""How long a server-side close waits for the client's close frame."""
 SEND_QUEUE_LIMIT = 10_000
 """Messages queued for one connection before it is closed as a slow consumer (code 1013)."""
 TICKER_FIELDS = [
@@ -144,10 +146,11 @@ class Connection:
         self.faults = faults
         self.subs = Subscriptions()
         self.api_key: str | None = None
-        self.sent = 0
         self.dropped = 0
+        """Incrementals lost to the ``ws_drop_rate`` fault."""
         self._queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
         self._loop = asyncio.get_running_loop()
+        self._closing: asyncio.Task | None = None
 
     def push(self, text: str, *, droppable: bool = False) -> None:
         """Queue ``text``; an incremental (``droppable``) may be lost to ``ws_drop_rate``."""
@@ -155,9 +158,11 @@ class Connection:
             self.dropped += 1
             return
         if self._queue.qsize() >= SEND_QUEUE_LIMIT:
-            if not self.ws.closed:
+            if self._closing is None:
                 log.warning("ws client %d messages behind: disconnecting it", SEND_QUEUE_LIMIT)
-                self._loop.create_task(self.ws.close(code=1013, message=b"slow consumer"))
+                self._closing = self._loop.create_task(
+                    self.ws.close(code=1013, message=b"slow consumer")
+                )
             return
         self._queue.put_nowait((self._loop.time() + self.faults.ws_delay_ms / 1000, text))
 
@@ -181,7 +186,6 @@ class Connection:
                 await self.ws.send_str(text)
             except ConnectionError:  # the peer went away mid-send
                 return
-            self.sent += 1
 
 
 class WsFeed:
@@ -259,27 +263,35 @@ class WsFeed:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
-        for conn in list(self.connections):
-            await conn.ws.close(code=1001, message=b"server shutdown")
+        await asyncio.gather(
+            *(c.ws.close(code=1001, message=b"server shutdown") for c in list(self.connections))
+        )
 
     def wake(self) -> None:
         """Read the clock now rather than at the next poll; callable from any thread."""
-        loop, event = self._loop, self._wake
-        if loop is None or event is None or loop.is_closed():
+        if self._wake is not None:
+            self._on_loop(self._wake.set)
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the feed's loop: now if called there, else soon."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
             return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            event.set()
+            fn(*args)
         else:
-            loop.call_soon_threadsafe(event.set)
+            loop.call_soon_threadsafe(fn, *args)
 
     # ---- connections
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """``GET /ws``: upgrade, then serve requests until either side closes."""
-        ws = web.WebSocketResponse(autoping=True)  # autoping answers ccxt's PING frames
+        # autoping answers ccxt's PING frames; no permessage-deflate: on loopback it only costs
+        # CPU on both sides.
+        ws = web.WebSocketResponse(autoping=True, compress=False, timeout=CLOSE_TIMEOUT_S)
         await ws.prepare(request)
         conn = Connection(ws, self.faults)
         self.connections.add(conn)
@@ -411,17 +423,8 @@ class WsFeed:
 
     # ---- account events (engine hook)
     def _on_account_event(self, event: Any) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            self._dispatch_account_event(event)
-        else:
-            loop.call_soon_threadsafe(self._dispatch_account_event, event)
+        # Called with the engine's lock held: only queue messages, never wait.
+        self._on_loop(self._dispatch_account_event, event)
 
     def _dispatch_account_event(self, event: Any) -> None:
         targets = [c for c in self.connections if c.subs.account and c.api_key == event.api_key]
