@@ -98,6 +98,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--clock-pause-every", type=float, default=0.0, help="stall the market clock every N s"
     )
     faults.add_argument("--clock-pause", type=float, default=0.0, help="length of each stall, s")
+    faults.add_argument(
+        "--ws-drop-rate", type=float, default=0.0, help="fraction of WebSocket pushes dropped"
+    )
+    faults.add_argument(
+        "--ws-delay-ms", type=float, default=0.0, help="delay every WebSocket message"
+    )
+    faults.add_argument(
+        "--ws-disconnect-every", type=float, help="close each WebSocket after N seconds"
+    )
     faults.add_argument("--seed", type=int, help="seed of the random faults")
     serve.set_defaults(func=_serve)
 
@@ -139,6 +148,9 @@ def build_server(args: argparse.Namespace) -> ExchangeServer:
         rate_limit_rate=args.rate_limit_rate,
         clock_pause_every_s=args.clock_pause_every,
         clock_pause_s=args.clock_pause,
+        ws_drop_rate=args.ws_drop_rate,
+        ws_delay_ms=args.ws_delay_ms,
+        ws_disconnect_every_s=args.ws_disconnect_every,
         seed=args.seed,
     )
     return ExchangeServer(

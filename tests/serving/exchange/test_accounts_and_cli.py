@@ -50,10 +50,13 @@ def test_serve_arguments_build_a_paper_exchange_on_the_sample(tmp_path):
     accounts.write_text("- {api_key: k1, secret: s1, balance: 1234}\n")
     args = build_parser().parse_args(
         ["exchange", "serve", "--speed", "60", "--port", "0", "--accounts", str(accounts),
-         "--state", str(tmp_path / "x.sqlite"), "--latency-ms", "5"]
+         "--state", str(tmp_path / "x.sqlite"), "--latency-ms", "5",
+         "--ws-drop-rate", "0.2", "--ws-delay-ms", "3", "--ws-disconnect-every", "7"]
     )  # fmt: skip
     server = build_server(args)
     assert server.host == "127.0.0.1" and server.faults.latency_ms == 5
+    assert (server.faults.ws_drop_rate, server.faults.ws_delay_ms) == (0.2, 3)
+    assert server.faults.ws_disconnect_every_s == 7
     market = server.market
     assert market.clock.speed == 60 and market.data.timeframe == "5m"
     assert market.now_ms() >= int(market.data.timestamp[DEFAULT_START_BAR])
