@@ -53,7 +53,9 @@ EP_PEAK = 4
 EP_DSR_A = 5
 EP_DSR_B = 6
 EP_STEPS = 7
-EPISODE_STATE_SIZE = 8
+EP_RETURN = 8
+"""Sum of the episode's rewards so far."""
+EPISODE_STATE_SIZE = 9
 
 # ---- environment settings vector (float64) ---------------------------------------------------
 C_WINDOW = 0
@@ -179,13 +181,15 @@ def advance(
     ep[EP_T] = j
     ep[EP_EQUITY] = eq
     ep[EP_STEPS] += 1
+    reward *= settings[C_REWARD_SCALE]
+    ep[EP_RETURN] += reward
 
     status = 0
     if liquidated or eq <= 0.0:
         status |= TERMINATED
     if j >= ep[EP_END]:
         status |= TRUNCATED
-    return reward * settings[C_REWARD_SCALE], status
+    return reward, status
 
 
 @kernel

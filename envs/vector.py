@@ -11,7 +11,8 @@ Importing this module imports Stable-Baselines3 (and torch); ``import envs`` doe
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,15 @@ from envs.market import ContractSpec
 from envs.trading_env import MarketReplay
 
 
+_NO_INFO: Mapping[str, Any] = MappingProxyType({})
+
+
 class PhemexVecEnv(VecEnv):
     """``num_envs`` independent episodes over one market, auto-reset as SB3 expects.
 
     ``step`` returns ``obs (N, D) float32, rewards (N,) float32, dones (N,) bool, infos``;
-    for a finished episode ``infos[k]`` holds ``terminal_observation``,
+    ``infos[k]`` is an empty read-only mapping unless episode ``k`` just finished; then it is a
+    dict holding ``terminal_observation``,
     ``TimeLimit.truncated`` and the episode's final account figures (``equity``,
     ``fees_paid`` ...), and ``obs[k]`` is already the first observation of the next episode.
     Per-step account figures of all episodes are in :meth:`account_snapshot`.
@@ -59,7 +64,6 @@ class PhemexVecEnv(VecEnv):
         self._status = np.zeros(num_envs, dtype=np.int64)
         self._actions = np.zeros(num_envs, dtype=np.float64)
         self._rngs: list[np.random.Generator] = []
-        self._episode_returns = np.zeros(num_envs, dtype=np.float64)
         self._started = time.monotonic()
         self.seed(seed)  # SB3: episode k is seeded with seed + k at the next reset
 
@@ -82,7 +86,7 @@ class PhemexVecEnv(VecEnv):
             raise ValueError(f"expected {self.num_envs} actions, got {actions.shape[0]}")
         self._actions = actions
 
-    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Mapping[str, Any]]]:
         r = self.replay
         bad = replay.step_many(
             r.bars,
@@ -101,9 +105,10 @@ class PhemexVecEnv(VecEnv):
             raise ValueError(
                 f"action {self._actions[bad]!r} of episode {bad} is not in {self.action_space}"
             )
-        self._episode_returns += self._rewards
         dones = self._status != 0
-        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        # a step that ends no episode has nothing to report: one shared read-only empty
+        # mapping instead of N fresh dicts (writing to it raises instead of aliasing)
+        infos: list[Mapping[str, Any]] = [_NO_INFO] * self.num_envs
         for k in np.flatnonzero(dones):
             infos[k] = self._final_info(k)
             self._start_episode(k)
@@ -168,7 +173,6 @@ class PhemexVecEnv(VecEnv):
             self._episodes[k],
             self._obs[k],
         )
-        self._episode_returns[k] = 0.0
 
     def _final_info(self, k: int) -> dict[str, Any]:
         a = self._accts[k].tolist()
@@ -186,7 +190,7 @@ class PhemexVecEnv(VecEnv):
             "orders_refused": int(a[acc.REFUSED]),
             "liquidated": a[acc.LIQUIDATIONS] > 0,
             "episode": {
-                "r": float(self._episode_returns[k]),
+                "r": e[replay.EP_RETURN],
                 "l": int(e[replay.EP_STEPS]),
                 "t": round(time.monotonic() - self._started, 6),
             },

@@ -81,3 +81,16 @@ def test_rejects_wrong_number_of_actions():
     vec.reset()
     with pytest.raises(ValueError, match="expected 3 actions, got 2"):
         vec.step(np.array([0, 1]))
+
+
+def test_infos_of_unfinished_episodes_are_read_only():
+    vec = PhemexVecEnv(num_envs=2, seed=0, timeframe="15m", episode_length=3)
+    vec.reset()
+    _, _, dones, infos = vec.step(np.array([1, 1]))
+    assert not dones.any() and dict(infos[0]) == {}
+    with pytest.raises(TypeError):
+        infos[0]["note"] = 1  # would otherwise leak into every other episode's info
+    vec.step(np.array([1, 1]))
+    _, _, dones, infos = vec.step(np.array([1, 1]))
+    assert dones.all() and infos[0]["episode"]["l"] == 3
+    infos[0]["note"] = 1  # a finished episode's info is its own dict
