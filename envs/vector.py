@@ -27,7 +27,6 @@ from envs.features import FeatureMatrix
 from envs.market import ContractSpec
 from envs.trading_env import MarketReplay
 
-
 _NO_INFO: Mapping[str, Any] = MappingProxyType({})
 
 
