@@ -139,12 +139,17 @@ class ExchangeEngine:
         self._listeners: list[AccountListener] = []
         self._bar_listeners: list[BarListener] = []
         self._accounts: dict[str, PaperAccount] = {}
+        self._last_user_id = FIRST_USER_ID - 1
+        """Highest user id handed out, dormant accounts in the state file included."""
         self._seq = 0
         self._pending: dict[str, list[dict[str, Any]]] = {}
         """Order items of account changes not yet published, by api key."""
-        # bars whose open / close the engine has processed
-        self._opened = market.opened_bars()
-        self._closed = market.closed_bars()
+        # bars whose open / close the engine has processed, as of one instant of the clock
+        self._now_ms = market.now_ms()
+        self._opened = market.opened_bars(self._now_ms)
+        self._closed = market.closed_bars(self._now_ms)
+        self._depth = 0
+        """Nesting of :meth:`_operation` (the lock is re-entrant)."""
         # what changed since the last flush to the store
         self._dirty_accounts: set[str] = set()
         self._dirty_orders: dict[str, Order] = {}
@@ -153,6 +158,7 @@ class ExchangeEngine:
         saved = store.load() if store is not None else None
         if saved is not None:
             self._restore(saved, {a.api_key: a for a in accounts})
+            self._now_ms = market.now_ms()
         for config in accounts:
             if config.api_key not in self._accounts:
                 self._create_account(config)
@@ -270,13 +276,13 @@ class ExchangeEngine:
         """
         with self._operation():
             acct = self._account(api_key)
-            existing = acct.order_by_cl_ord_id(request.cl_ord_id) if request.cl_ord_id else None
+            existing = acct.used_cl_ord_id(request.cl_ord_id) if request.cl_ord_id else None
             if existing is not None:
                 return copy.copy(existing)
             check_symbol(self.spec, request.symbol)
             check_order_values(self.spec, request.qty, request.price)
             bar = self._bar_opening_now()
-            now = self.market.now_ms()
+            now = self._now_ms
             if bar is None and self._opened >= len(self.market):
                 raise PhemexError(
                     Code.INVALID_ARGUMENT,
@@ -368,7 +374,7 @@ class ExchangeEngine:
             qty = order.qty if amend.qty is None else amend.qty
             price = order.price if amend.price is None else amend.price
             new_id = amend.new_cl_ord_id if amend.new_cl_ord_id != order.cl_ord_id else None
-            if new_id and acct.order_by_cl_ord_id(new_id) is not None:
+            if new_id and acct.used_cl_ord_id(new_id) is not None:
                 raise PhemexError(Code.INVALID_ARGUMENT, f"clOrdID {new_id!r} is already in use")
             if qty == order.qty and price == order.price and not new_id:
                 raise PhemexError(
@@ -384,7 +390,7 @@ class ExchangeEngine:
                 acct.rename_order(order, new_id)
             order.qty, order.price = qty, price
             order.status, order.active_from_ms = OrdStatus.CREATED, None
-            order.updated_ms = self.market.now_ms()
+            order.updated_ms = self._now_ms
             self._touch(acct, order)
             self._emit(acct, [payloads.aop_order(order, action="Replace")])
             if bar is not None:
@@ -410,7 +416,7 @@ class ExchangeEngine:
                 raise PhemexError(
                     Code.INVALID_LEVERAGE, f"leverageRr={leverage!r}: {exc}"
                 ) from None
-            acct.updated_ms = self.market.now_ms()
+            acct.updated_ms = self._now_ms
             self._touch(acct)
             self._emit(acct, [])
 
@@ -418,18 +424,29 @@ class ExchangeEngine:
     @contextlib.contextmanager
     def _operation(self) -> Iterator[None]:
         """Hold the lock, catch up with the clock, then publish and persist what changed
-        (also when the operation is refused half-way: the catching up stands)."""
+        (also when the operation is refused half-way: the catching up stands).
+
+        The clock is read once, when the outermost operation starts: a running clock moves
+        on while the operation runs, and the whole operation - catching up, the order's
+        acceptance time, whether a bar opens now - must see the same instant, or an order
+        accepted after a bar open the engine has not processed yet would fill at that open.
+        """
         with self._lock:
+            self._depth += 1
             try:
-                self._sync()
+                if self._depth == 1:
+                    self._now_ms = self.market.now_ms()
+                    self._sync()
                 yield
             finally:
-                self._publish()
-                self._flush()
+                self._depth -= 1
+                if self._depth == 0:
+                    self._publish()
+                    self._flush()
 
     def _sync(self) -> None:
         market = self.market
-        now = market.now_ms()
+        now = self._now_ms
         while True:
             next_close = (
                 market.close_time_ms(self._closed) if self._closed < self._opened else math.inf
@@ -587,7 +604,7 @@ class ExchangeEngine:
     # ------------------------------------------------------------------ pre-trade checks
     def _bar_opening_now(self) -> Bar | None:
         """The bar that opens exactly now (its open already processed), if any."""
-        if self._opened and self.market.open_time_ms(self._opened - 1) == self.market.now_ms():
+        if self._opened and self.market.open_time_ms(self._opened - 1) == self._now_ms:
             return self.market.bar(self._opened - 1)
         return None
 
@@ -603,7 +620,7 @@ class ExchangeEngine:
         if bar is not None:
             ref, volume = bar.open, self._volume_before(bar.index)
         else:
-            ref, volume = self.market.last_price(), self._volume_before(self._closed)
+            ref, volume = self._last_price(), self._volume_before(self._closed)
         decision = matching.at_open(
             order, ref, acct.perp.market_fill_price(ref, order.signed_qty, volume)
         )
@@ -615,7 +632,7 @@ class ExchangeEngine:
             price, liquidity = order.price, Liquidity.MAKER.value
         trial = copy.copy(acct.perp)
         trial.state = acct.perp.state.copy()
-        trial.state[WALLET] -= acct.reserved_margin(self.market.last_price(), exclude=exclude)
+        trial.state[WALLET] -= acct.reserved_margin(self._last_price(), exclude=exclude)
         try:
             trial.fill(order.signed_qty, price, liquidity, order.reduce_only)
         except OrderRefused as exc:
@@ -634,11 +651,9 @@ class ExchangeEngine:
             raise KeyError(f"no paper account with api key {api_key[:4]}...") from None
 
     def _create_account(self, config: AccountConfig) -> None:
-        user_id = max((a.user_id for a in self._accounts.values()), default=FIRST_USER_ID - 1) + 1
+        self._last_user_id = user_id = self._last_user_id + 1
         perp = PerpAccount(self.spec, config.balance, config.leverage, self.slippage)
-        acct = PaperAccount(
-            config=config, user_id=user_id, perp=perp, updated_ms=self.market.now_ms()
-        )
+        acct = PaperAccount(config=config, user_id=user_id, perp=perp, updated_ms=self._now_ms)
         self._accounts[config.api_key] = acct
         self._touch(acct)
 
@@ -650,9 +665,7 @@ class ExchangeEngine:
         reason: str,
         time_ms: int | None = None,
     ) -> None:
-        acct.close_order(
-            order, status, reason, self.market.now_ms() if time_ms is None else time_ms
-        )
+        acct.close_order(order, status, reason, self._now_ms if time_ms is None else time_ms)
         self._touch(acct, order)
 
     def _record(
@@ -700,7 +713,11 @@ class ExchangeEngine:
         return execution
 
     def _view(self, acct: PaperAccount) -> AccountView:
-        return acct.view(self.spec, self.market.last_price())
+        return acct.view(self.spec, self._last_price())
+
+    def _last_price(self) -> float:
+        """The last price as of the instant the engine has caught up to."""
+        return self.market.last_price(self._now_ms)
 
     def _emit(self, acct: PaperAccount, orders_p: list[dict[str, Any]]) -> None:
         """Note that ``acct`` changed; ``orders_p`` are the AOP items of its orders that did.
@@ -712,7 +729,7 @@ class ExchangeEngine:
         """Send each account with pending changes to the listeners, in its current state, as
         of market time ``time_ms`` (default now)."""
         pending, self._pending = self._pending, {}
-        stamp = payloads.ns(self.market.now_ms() if time_ms is None else time_ms)
+        stamp = payloads.ns(self._now_ms if time_ms is None else time_ms)
         for api_key, orders_p in pending.items():
             self._seq += 1
             payload = payloads.aop(self._view(self._accounts[api_key]), orders_p)
@@ -742,7 +759,7 @@ class ExchangeEngine:
                 executions=list(self._new_executions),
                 meta={
                     "market": self._market_identity(),
-                    "clock_ms": self.market.now_ms(),
+                    "clock_ms": self._now_ms,
                     "opened": self._opened,
                     "closed": self._closed,
                     "seq": self._seq,
@@ -767,6 +784,8 @@ class ExchangeEngine:
             self.market.clock.advance_to(meta["clock_ms"])  # type: ignore[attr-defined]
         self._opened, self._closed, self._seq = meta["opened"], meta["closed"], meta["seq"]
         for row in saved["accounts"]:
+            # a dormant account keeps its user id: a new account must not reuse it
+            self._last_user_id = max(self._last_user_id, row["user_id"])
             config = configs.get(row["api_key"])
             if config is not None:
                 self._accounts[config.api_key] = PaperAccount.from_row(

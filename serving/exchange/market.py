@@ -200,10 +200,10 @@ class ReplayMarket:
         now = self.now_ms() if now_ms is None else now_ms
         return int(np.searchsorted(self.data.timestamp, now, side="right"))
 
-    def last_price(self) -> float:
-        """Close of the last closed bar (the ticker's last and mark price); before any bar
-        has closed, the first bar's open."""
-        hi = self.closed_bars()
+    def last_price(self, now_ms: int | None = None) -> float:
+        """Close of the last bar closed at ``now_ms`` (default: the clock) - the ticker's last
+        and mark price; before any bar has closed, the first bar's open."""
+        hi = self.closed_bars(now_ms)
         return float(self.data.close[hi - 1]) if hi else float(self.data.open[0])
 
     def order_book(self, depth: int = BOOK_DEPTH) -> OrderBook:
@@ -258,9 +258,11 @@ class ReplayMarket:
                 previous = price
         return trades[::-1][:limit]
 
-    def closed_bars(self) -> int:
-        """Number of bars closed at ``now``: bars ``0 .. closed_bars() - 1`` are visible."""
-        return int(np.searchsorted(self._close_time, self.now_ms(), side="right"))
+    def closed_bars(self, now_ms: int | None = None) -> int:
+        """Number of bars closed at ``now_ms`` (default: the clock): bars
+        ``0 .. closed_bars() - 1`` are visible."""
+        now = self.now_ms() if now_ms is None else now_ms
+        return int(np.searchsorted(self._close_time, now, side="right"))
 
     def klines(self, from_ms: int, to_ms: int, limit: int) -> Klines:
         """The first ``limit`` closed bars opening in ``[from_ms, to_ms]``."""

@@ -118,6 +118,8 @@ class Order:
         cum_qty, cum_value, cum_fee: filled contracts, their value and the fees paid (USDT).
         closed_pnl: PnL its fills realised (USDT, before fees).
         reason: why a final state other than Filled was reached, for people reading logs.
+        renamed_from: the client ids an amend replaced, oldest first; they stay used (a
+            placement that repeats one returns this order).
     """
 
     order_id: str
@@ -139,6 +141,7 @@ class Order:
     cum_fee: float = 0.0
     closed_pnl: float = 0.0
     reason: str = ""
+    renamed_from: tuple[str, ...] = ()
 
     @property
     def leaves_qty(self) -> float:

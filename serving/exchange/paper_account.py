@@ -82,6 +82,8 @@ class PaperAccount:
     orders: dict[str, Order] = field(default_factory=dict)
     open_orders: dict[str, Order] = field(default_factory=dict)
     by_cl_ord_id: dict[str, str] = field(default_factory=dict)
+    renamed_cl_ord_ids: dict[str, str] = field(default_factory=dict)
+    """Client ids an amend replaced -> the order's id: still used, for idempotency only."""
     executions: list[Execution] = field(default_factory=list)
 
     @property
@@ -100,6 +102,8 @@ class PaperAccount:
             self.open_orders[order.order_id] = order
         if order.cl_ord_id:
             self.by_cl_ord_id[order.cl_ord_id] = order.order_id
+        for old in order.renamed_from:
+            self.renamed_cl_ord_ids[old] = order.order_id
 
     def close_order(self, order: Order, status: OrdStatus, reason: str, time_ms: int) -> None:
         """Move ``order`` to final ``status``."""
@@ -109,13 +113,25 @@ class PaperAccount:
         self.open_orders.pop(order.order_id, None)
 
     def rename_order(self, order: Order, cl_ord_id: str) -> None:
-        self.by_cl_ord_id.pop(order.cl_ord_id, None)
+        """Give ``order`` a new client id; the old one stays used (see :meth:`used_cl_ord_id`)."""
+        old = order.cl_ord_id
+        self.by_cl_ord_id.pop(old, None)
+        if old:
+            order.renamed_from = (*order.renamed_from, old)
+            self.renamed_cl_ord_ids[old] = order.order_id
         order.cl_ord_id = cl_ord_id
         self.by_cl_ord_id[cl_ord_id] = order.order_id
 
     def order_by_cl_ord_id(self, cl_ord_id: str) -> Order | None:
         order_id = self.by_cl_ord_id.get(cl_ord_id)
         return self.orders[order_id] if order_id is not None else None
+
+    def used_cl_ord_id(self, cl_ord_id: str) -> Order | None:
+        """The order that holds or held client id ``cl_ord_id`` (renamed by an amend), if any."""
+        order = self.order_by_cl_ord_id(cl_ord_id)
+        if order is None and cl_ord_id in self.renamed_cl_ord_ids:
+            order = self.orders[self.renamed_cl_ord_ids[cl_ord_id]]
+        return order
 
     def find_order(self, order_id: str | None, cl_ord_id: str | None) -> Order:
         """The order with ``order_id`` (else client id ``cl_ord_id``); PhemexError 10002 if none."""

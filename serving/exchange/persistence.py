@@ -108,8 +108,11 @@ class StateStore:
                     "INSERT OR REPLACE INTO accounts VALUES (?, ?)",
                     [(a["api_key"], json.dumps(a)) for a in accounts],
                 )
+                # An upsert, not INSERT OR REPLACE: a replaced row gets a new rowid, and the
+                # rowid orders the orders accepted at the same market time (their priority).
                 db.executemany(
-                    "INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?)",
+                    "INSERT INTO orders VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (order_id) DO UPDATE SET data = excluded.data",
                     [(o.order_id, o.api_key, o.created_ms, _to_json(o)) for o in orders],
                 )
                 db.executemany(
@@ -141,6 +144,7 @@ def order_from_json(text: str) -> Order:
     d["ord_type"] = OrdType(d["ord_type"])
     d["time_in_force"] = TimeInForce(d["time_in_force"])
     d["status"] = OrdStatus(d["status"])
+    d["renamed_from"] = tuple(d.get("renamed_from", ()))
     return Order(**d)
 
 

@@ -171,3 +171,40 @@ def test_clock_pause_fault_stalls_a_running_clock(sample_5m):
         stalled = clock.now_ms()
         time.sleep(0.1)
         assert clock.now_ms() == stalled
+
+
+class MovingClock:
+    """A clock that the running clock thread moves *while* an engine call is in progress:
+    after :meth:`move_during_next_call`, the first read gives the old time and every later
+    read the new one."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+        self._later: int | None = None
+
+    def now_ms(self) -> int:
+        if self._later is None:
+            return self.ms
+        now, self.ms, self._later = self.ms, self._later, None
+        return now
+
+    def move_during_next_call(self, later: int) -> None:
+        self._later = later
+
+
+def test_an_engine_call_sees_one_instant_of_a_moving_clock(sample_5m, sample_funding):
+    # The clock passes the open of bar j while a request is being handled: the order must be
+    # stamped with the instant the engine caught up to, and fill at the first open after it
+    # - never at an open that precedes its own acceptance time.
+    tf = sample_5m.timeframe_ms
+    j = START_BAR + 2
+    clock = MovingClock(int(sample_5m.timestamp[j]) - tf // 2)
+    engine = ExchangeEngine(ReplayMarket(sample_5m, sample_funding, clock=clock))
+    clock.move_during_next_call(int(sample_5m.timestamp[j]) + tf // 2)
+    order = engine.place_order("paper-key", market_order(Side.BUY, 0.01, "moving"))
+    engine.sync()
+    (fill,) = engine.executions("paper-key")
+    assert fill.order_id == order.order_id
+    assert fill.time_ms >= order.created_ms, "filled at a price from before the order arrived"
+    assert fill.time_ms == int(sample_5m.timestamp[j])
+    assert fill.price == pytest.approx(sample_5m.open[j] * 1.0001, abs=0.1)

@@ -9,6 +9,7 @@ from serving.exchange.accounts import AccountConfig
 from serving.exchange.clock import ReplayClock
 from serving.exchange.engine import ExchangeEngine
 from serving.exchange.market import ReplayMarket
+from serving.exchange.orders import AmendRequest, OrderRequest, OrdType, Side, TimeInForce
 from serving.exchange.persistence import StateStore
 from serving.exchange.server import ExchangeServer
 from tests.serving.exchange.conftest import START_BAR, SYMBOL
@@ -111,3 +112,81 @@ def test_secrets_are_not_persisted(tmp_path, sample_5m):
     )
     store.close()
     assert b"top-secret-value" not in path.read_bytes()
+
+
+def test_orders_keep_their_priority_across_a_restart(tmp_path, sample_5m):
+    # Orders accepted at the same market time match in the order they were accepted; a later
+    # update of the first one (an amend) must not move it behind the second after a restart.
+    path = tmp_path / "s.sqlite"
+    tf = sample_5m.timeframe_ms
+    start = int(sample_5m.timestamp[START_BAR]) + tf
+    price = float(round(sample_5m.close[START_BAR] * 0.9, 1))
+
+    def order(cl_ord_id: str) -> OrderRequest:
+        return OrderRequest(
+            "BTCUSDT", Side.BUY, OrdType.LIMIT, 0.01, price, TimeInForce.GOOD_TILL_CANCEL,
+            False, cl_ord_id,
+        )  # fmt: skip
+
+    store = StateStore(path)
+    engine = ExchangeEngine(ReplayMarket(sample_5m, clock=ReplayClock(start, tf)), store=store)
+    first = engine.place_order("paper-key", order("first"))
+    second = engine.place_order("paper-key", order("second"))
+    engine.amend_order("paper-key", AmendRequest("BTCUSDT", first.order_id, None, None, 0.02, None))
+    before = [o.order_id for o in engine.open_orders("paper-key")]
+    assert before == [first.order_id, second.order_id]
+    store.close()
+
+    store = StateStore(path)
+    restarted = ExchangeEngine(ReplayMarket(sample_5m, clock=ReplayClock(start, tf)), store=store)
+    assert [o.order_id for o in restarted.open_orders("paper-key")] == before
+    store.close()
+
+
+def test_a_client_id_renamed_by_an_amend_stays_used_across_a_restart(tmp_path, sample_5m):
+    # An order placed as "intent-1" and then renamed "intent-1b" by an amend: retrying the
+    # placement of "intent-1" (a timeout) must return that order, never open a second one.
+    path = tmp_path / "s.sqlite"
+    tf = sample_5m.timeframe_ms
+    start = int(sample_5m.timestamp[START_BAR]) + tf
+    price = float(round(sample_5m.close[START_BAR] * 0.9, 1))
+    request = OrderRequest(
+        "BTCUSDT", Side.BUY, OrdType.LIMIT, 0.01, price, TimeInForce.GOOD_TILL_CANCEL, False,
+        "intent-1",
+    )  # fmt: skip
+    store = StateStore(path)
+    engine = ExchangeEngine(ReplayMarket(sample_5m, clock=ReplayClock(start, tf)), store=store)
+    placed = engine.place_order("paper-key", request)
+    renamed = AmendRequest("BTCUSDT", placed.order_id, None, "intent-1b", None, price - 10)
+    engine.amend_order("paper-key", renamed)
+    assert engine.place_order("paper-key", request).order_id == placed.order_id
+    assert len(engine.open_orders("paper-key")) == 1
+    store.close()
+
+    store = StateStore(path)
+    restarted = ExchangeEngine(ReplayMarket(sample_5m, clock=ReplayClock(start, tf)), store=store)
+    assert restarted.place_order("paper-key", request).order_id == placed.order_id
+    (order,) = restarted.open_orders("paper-key")
+    assert order.cl_ord_id == "intent-1b"
+    store.close()
+
+
+def test_a_new_account_never_takes_the_user_id_of_a_dormant_one(tmp_path, sample_5m):
+    path = tmp_path / "s.sqlite"
+    tf = sample_5m.timeframe_ms
+    start = int(sample_5m.timestamp[START_BAR]) + tf
+    a, b, c = (AccountConfig(k, f"{k}-secret") for k in ("a", "b", "c"))
+
+    def ids(accounts):
+        store = StateStore(path)
+        market = ReplayMarket(sample_5m, clock=ReplayClock(start, tf))
+        engine = ExchangeEngine(market, accounts, store=store)
+        found = {k: engine.account_view(k).user_id for k in engine.api_keys()}
+        store.close()
+        return found
+
+    first = ids([a, b])
+    second = ids([a, c])  # b is dormant: still in the file, not configured
+    third = ids([a, b, c])
+    assert second["c"] not in first.values()
+    assert len(set(third.values())) == 3 and third["b"] == first["b"]
