@@ -103,6 +103,7 @@ class LiveTradingEnv(gym.Env):
         self._packed = np.zeros((0, 6))
         self._steps = 0
         self.stream_ended = False
+        self._needs_reset = True
 
     @property
     def contract(self) -> ContractSpec:
@@ -133,15 +134,19 @@ class LiveTradingEnv(gym.Env):
         replay.reset_episode(self.layout.settings, self._acct, self._episode, t, t)
         self._episode[replay.EP_END] = _NO_END
         self._steps = 0
+        self._needs_reset = False
         self._write_observation()
         return self._obs.copy(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Wait for the next closed bar, fill the order at its open, mark at its close."""
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("call reset() before step(): no episode is running")
         target = self.layout.target_exposure(action)
         bar = self._loop.run(self._next_bar(), self.step_timeout_s)
         if bar is None:  # a replayed stream ran out: nothing moved, the episode is cut
             self.stream_ended = True
+            self._needs_reset = True
             return self._obs.copy(), 0.0, False, True, self._info()
         self._bars.append(bar)
         self._recompute()
@@ -160,7 +165,9 @@ class LiveTradingEnv(gym.Env):
         truncated = bool(status & replay.TRUNCATED) or (
             length is not None and self._steps >= length
         )
-        return self._obs.copy(), reward, bool(status & replay.TERMINATED), truncated, self._info()
+        terminated = bool(status & replay.TERMINATED)
+        self._needs_reset = terminated or truncated
+        return self._obs.copy(), reward, terminated, truncated, self._info()
 
     def close(self) -> None:
         """Close the stream (and its connections) and stop the background loop."""

@@ -203,6 +203,7 @@ class PhemexTradingEnv(gym.Env):
         max_steps = self.replay.last_bar - self.replay.first_start + 1
         self._history = np.zeros((max_steps + 1, 2), dtype=np.float64)
         self._figure = None
+        self._needs_reset = True  # stepping past an episode's end would read past its bars
 
     @property
     def market(self) -> MarketData:
@@ -231,9 +232,14 @@ class PhemexTradingEnv(gym.Env):
             r.feature_flat, r.bars, r.params, r.settings, self._acct, self._episode, self._obs
         )
         self._history[0] = (self.config.initial_balance, 0.0)
+        self._needs_reset = False
         return self._obs.copy(), self._info()
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._needs_reset:
+            raise gym.error.ResetNeeded(
+                "call reset() before step(): no episode is running (never started, or it ended)"
+            )
         r = self.replay
         reward, status = replay.step_one(
             r.bars,
@@ -246,6 +252,8 @@ class PhemexTradingEnv(gym.Env):
             self._obs,
             self._history,
         )
+        if status:
+            self._needs_reset = True
         if self.render_mode == "human":
             self.render()
         return (

@@ -203,3 +203,17 @@ def test_observation_ends_with_account_state(flat_market):
     assert 0 < margin_ratio < 0.1
     # the window is the last 4 feature rows, oldest first (feature value = bar index)
     np.testing.assert_array_equal(obs[:-3].reshape(4, 2)[:, 0], [8, 9, 10, 11])
+
+
+def test_stepping_without_a_running_episode_is_refused():
+    env = PhemexTradingEnv(timeframe="1h", episode_length=2)
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(FLAT)
+    env.reset(seed=0)
+    env.step(FLAT)
+    _, _, _, truncated, _ = env.step(FLAT)
+    assert truncated
+    with pytest.raises(gym.error.ResetNeeded):  # the next bar may lie past the data
+        env.step(FLAT)
+    env.reset()
+    env.step(FLAT)

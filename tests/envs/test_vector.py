@@ -94,3 +94,11 @@ def test_infos_of_unfinished_episodes_are_read_only():
     _, _, dones, infos = vec.step(np.array([1, 1]))
     assert dones.all() and infos[0]["episode"]["l"] == 3
     infos[0]["note"] = 1  # a finished episode's info is its own dict
+
+
+def test_step_before_reset_is_refused():
+    import gymnasium as gym
+
+    vec = PhemexVecEnv(num_envs=2, seed=0, timeframe="15m")
+    with pytest.raises(gym.error.ResetNeeded):
+        vec.step(np.array([1, 1]))
