@@ -92,6 +92,7 @@ def save_bundle(run: TrainedRun, checkpoint: str = "best", name: str | None = No
     """Save ``run``'s ``checkpoint`` to the BentoML model store; returns the tag ``name:version``."""
     import bentoml
 
+    checkpoint = getattr(checkpoint, "value", checkpoint)  # a Checkpoint or its name
     config = run.config
     name = name or default_name(run.algorithm.name, config.data.symbol, config.data.timeframe)
     if not _NAME.match(name):
@@ -122,7 +123,8 @@ def save_bundle(run: TrainedRun, checkpoint: str = "best", name: str | None = No
         "checkpoint": checkpoint,
         "metrics": {
             "objective": metrics.get("objective"),
-            "validation": metrics.get("best", {}).get("validation"),
+            # the validation backtest of the exported weights: metrics.json's "best" or "last"
+            "validation": metrics.get(checkpoint, {}).get("validation"),
             "evaluations": _evaluations(run),
         },
         "config_hash": prov["config_hash"],
@@ -130,7 +132,7 @@ def save_bundle(run: TrainedRun, checkpoint: str = "best", name: str | None = No
         "splits": prov["data"]["splits"],
         "git": prov["git"],
         "packages": prov["packages"],
-        "run_dir": str(run.files.root.resolve()),
+        "run_dir": _portable_path(run.files.root),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     labels = {
@@ -152,13 +154,27 @@ def save_bundle(run: TrainedRun, checkpoint: str = "best", name: str | None = No
         target = Path(ref.path)
         shutil.copy2(weights, target / MODEL_FILE)
         shutil.copy2(run.files.pipeline, target / "pipeline.json")
-        shutil.copy2(run.files.env_config, target / "env_config.json")
+        # where the training bars were stored is no setting of the agent, and a path of
+        # the training machine: serving passes its own market to make_env
+        env_config = dataclasses.replace(run.env_config, data_dir=None)
+        (target / "env_config.json").write_text(
+            json.dumps(dataclasses.asdict(env_config), indent=2) + "\n"
+        )
         (target / "contract.json").write_text(json.dumps(run.contract.to_dict(), indent=2))
         (target / "manifest.json").write_text(
             json.dumps(manifest, indent=2, default=_json_default) + "\n"
         )
         tag = str(ref.tag)
     return tag
+
+
+def _portable_path(path: Path) -> str:
+    """``path`` relative to the working directory, or its name: no machine's absolute path."""
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return resolved.name
 
 
 @dataclass

@@ -105,6 +105,8 @@ def start_tracker(
     os.environ.setdefault("WANDB_DISABLE_WEAVE", "true")
     import wandb
 
+    if mode != "online":
+        _disable_wandb_analytics()
     run = wandb.init(
         project=cfg.project,
         entity=cfg.entity,
@@ -120,6 +122,20 @@ def start_tracker(
         settings=wandb.Settings(console="off", silent=True, x_disable_stats=True),
     )
     return Tracker(run)
+
+
+def _disable_wandb_analytics() -> None:
+    """Stop wandb's process-wide usage telemetry, which ignores the run's mode.
+
+    wandb builds it from the global settings (online unless ``WANDB_MODE`` says otherwise) on
+    the first ``run.log()``, and exports it at exit: an offline run would still contact
+    wandb's servers.
+    """
+    try:
+        from wandb.analytics.opentelemetry import opentelemetry_proxy
+    except ImportError:  # a wandb without that telemetry
+        return
+    opentelemetry_proxy.disable()
 
 
 class WandbWriter(KVWriter):

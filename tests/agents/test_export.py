@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -10,7 +12,7 @@ from agents.backtest import backtest_env
 from agents.run import TrainedRun
 from envs.data.store import load_market_data
 
-from .conftest import run_python
+from .conftest import REPO, run_python, tiny_train
 
 # Loading runs in its own process, with the store of the test (BENTOML_HOME is read once).
 LOAD_AND_ACT = """
@@ -84,3 +86,48 @@ def test_export_then_load_gives_the_same_actions(trained_run, tmp_path):
     assert manifest["config_hash"] == run.provenance["config_hash"]
     assert manifest["data_sha256"] == run.provenance["data"]["sha256"]
     assert manifest["symbol"] == "BTC/USDT:USDT" and manifest["timeframe"] == "5m"
+
+
+def test_the_bundle_holds_no_path_of_the_training_machine(tmp_path):
+    from envs.data.store import sample_data_dir
+
+    data_dir = str(Path(sample_data_dir()).resolve())  # an absolute store path, as on a server
+    run = tiny_train(tmp_path / "run", f"data.data_dir={data_dir}")
+    store = {"BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    exported = run_python("-m", "agents.export", f"run_dir={run.run_dir}", "name=paths", env=store)
+    assert exported.returncode == 0, exported.stderr
+    (version,) = [p for p in (tmp_path / "bentoml/models/paths").iterdir() if p.name != "latest"]
+    for name in ("manifest.json", "env_config.json", "pipeline.json", "contract.json"):
+        text = (version / name).read_text()
+        for machine_path in (str(tmp_path), data_dir, str(REPO)):
+            assert machine_path not in text, f"{name} holds {machine_path}"
+    assert json.loads((version / "env_config.json").read_text())["data_dir"] is None
+
+
+def test_an_exported_checkpoint_carries_its_own_validation_metrics(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run.run_dir, run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # a run whose best checkpoint is not its last one
+    metrics["best"] = {"timesteps": 1024, "validation": {**metrics["last"]["validation"]}}
+    metrics["best"]["validation"]["sharpe"] = 123.0
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    store = {"BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    for checkpoint, sharpe in (("last", metrics["last"]["validation"]["sharpe"]), ("best", 123.0)):
+        name = f"ckpt-{checkpoint}"
+        exported = run_python(
+            "-m",
+            "agents.export",
+            f"run_dir={run_dir}",
+            f"checkpoint={checkpoint}",
+            f"name={name}",
+            env=store,
+        )
+        assert exported.returncode == 0, exported.stderr
+        (version,) = [
+            p for p in (tmp_path / "bentoml/models" / name).iterdir() if p.name != "latest"
+        ]
+        manifest = json.loads((version / "manifest.json").read_text())
+        assert manifest["checkpoint"] == checkpoint
+        assert manifest["metrics"]["validation"]["sharpe"] == sharpe
+        assert f"validation_sharpe: {sharpe}" in (version / "model.yaml").read_text()
