@@ -63,7 +63,8 @@ def verify(
     if secret is None:
         raise PhemexError(Code.API_KEY, f"Api key not found {api_key}", http_status=401)
     expected = sign(secret, path, query_string, expiry_text, body)
-    if not hmac.compare_digest(expected, signature.lower()):
+    # bytes, not str: compare_digest raises TypeError on a non-ASCII str
+    if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
         raise PhemexError(Code.API_KEY, "API Signature verification failed.", http_status=401)
     try:
         expiry = int(expiry_text)

@@ -324,7 +324,7 @@ class WsFeed:
             request_id = request.get("id")
             method = request.get("method")
             params = request.get("params", [])
-            handler = self._methods.get(method)
+            handler = self._methods.get(method) if isinstance(method, str) else None
             if handler is None:
                 raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: method {method!r}")
             if not isinstance(params, list):
@@ -403,7 +403,10 @@ class WsFeed:
         expected = hmac.new(
             secret.encode(), f"{api_key}{expiry}".encode(), hashlib.sha256
         ).hexdigest()
-        if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
+        # bytes, not str: compare_digest raises TypeError on a non-ASCII str
+        if not isinstance(signature, str) or not hmac.compare_digest(
+            signature.encode(), expected.encode()
+        ):
             raise WsRequestError(AUTH_FAILED, "API Signature verification failed")
         conn.api_key = api_key
         conn.reply(request_id, {"status": "success"})

@@ -254,6 +254,22 @@ def test_bad_signature_expired_and_unknown_keys_get_authentication_errors(
     assert paper_server.requests.count("/g-orders", status=401) == 2
 
 
+def test_a_non_ascii_signature_is_an_authentication_error_not_a_crash(paper_server):
+    import requests
+
+    response = requests.get(
+        paper_server.base_url + "/g-accounts/accountPositions?currency=USDT",
+        headers={
+            "x-phemex-access-token": "paper-key",
+            "x-phemex-request-expiry": str(2**40),
+            "x-phemex-request-signature": "sïgnature".encode().decode("latin-1"),
+        },
+        timeout=5,
+    )
+    assert response.status_code == 401
+    assert "Signature verification failed" in response.json()["msg"]
+
+
 def test_rate_limit_per_user_and_group_with_phemex_headers(sample_5m, replay_clock):
     market = ReplayMarket(sample_5m, clock=replay_clock)
     limits = RateLimitConfig(contract=5, others=3)

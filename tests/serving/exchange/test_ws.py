@@ -175,12 +175,15 @@ async def test_server_ping_and_protocol_ping(raw):
         ("orderbook_p.subscribe", [], "symbol None"),
         ("nonsense.subscribe", [], "method 'nonsense.subscribe'"),
         ("aop_p.subscribe", [], "needs a successful user.auth"),
+        (["not", "a", "name"], [], "method ['not', 'a', 'name']"),
+        ("user.auth", ["API", "paper-key", "sïgnature", 2**40], "Signature verification failed"),
     ],
 )
 async def test_bad_requests_get_error_replies(raw, method, params, message):
     reply = await raw.request(method, params)
     assert reply["result"] is None and message in reply["error"]["message"]
     assert reply["error"]["code"] in (6001, 6012)
+    assert (await raw.request("server.ping", []))["result"] == "pong"  # the socket survived
 
 
 async def test_subscribe_ack_comes_before_the_snapshot(raw):
