@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python scripts/make_sample_data.py [--source /work/shared/data]
+    .venv/bin/python scripts/make_sample_data.py [--source ../shared/data]
 
 Reads ``binance_usdm_BTCUSDT_perp_{5m,15m,1h}.csv`` and ``binance_usdm_BTCUSDT_funding_8h.csv``
 from the source folder - never anything under its ``eval/`` folder, which is held out for
@@ -31,7 +31,8 @@ from envs.data.store import (
 
 SYMBOL = "BTC/USDT:USDT"
 TIMEFRAMES = ("5m", "15m", "1h")
-DEFAULT_SOURCE = Path("/work/shared/data")
+DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The team's shared data folder, beside the repository."""
 
 README = """\
 # Bundled sample data
