@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import replace
 
@@ -107,27 +108,13 @@ def test_second_run_fetches_only_the_missing_bars_before_and_after(
     server, client, timeline, source, tmp_path
 ):
     first, last = int(timeline.timestamp[200]), int(timeline.timestamp[399])
-    download(
-        SYMBOL,
-        "1h",
-        since=first,
-        until=last + H1,
-        data_dir=tmp_path,
-        client=client,
-        page_size=PAGE,
-        progress=False,
+    run = functools.partial(
+        download, SYMBOL, "1h", data_dir=tmp_path, client=client, page_size=PAGE, progress=False
     )
+    run(since=first, until=last + H1)
     server.requests.clear()
 
-    report = download(
-        SYMBOL,
-        "1h",
-        since=int(timeline.timestamp[0]),
-        data_dir=tmp_path,
-        client=client,
-        page_size=PAGE,
-        progress=False,
-    )
+    report = run(since=int(timeline.timestamp[0]))
 
     # Head: slots 0..199 (2 windows); tail: slots 400..718 (4 windows); nothing in between.
     froms = kline_froms(server)
@@ -142,15 +129,7 @@ def test_second_run_fetches_only_the_missing_bars_before_and_after(
 
     # A third run finds nothing missing and asks for no bars at all.
     server.requests.clear()
-    again = download(
-        SYMBOL,
-        "1h",
-        since=int(timeline.timestamp[0]),
-        data_dir=tmp_path,
-        client=client,
-        page_size=PAGE,
-        progress=False,
-    )
+    again = run(since=int(timeline.timestamp[0]))
     assert server.requests.count(KLINES) == 0
     assert (again.rows_added, again.funding_rows_added, again.fetched) == (0, 0, [])
 
