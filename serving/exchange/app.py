@@ -1,11 +1,12 @@
 """Phemex's REST protocol over a :class:`ReplayMarket`: the loopback exchange's aiohttp app.
 
 The public market-data endpoints that ccxt 4.5.90's ``load_markets``, ``fetch_ohlcv``,
-``fetch_funding_rate_history``, ``fetch_ticker``, ``fetch_funding_rate``,
+``fetch_funding_rate_history``, ``fetch_ticker``, ``fetch_tickers``, ``fetch_funding_rate``,
 ``fetch_order_book`` and ``fetch_trades`` call on a USDT perpetual, with Phemex's paths,
 parameters, field names, envelopes and error codes (see the team's ``phemex-protocol.md``).
 Route tables are per concern - :data:`public` here, :data:`serving.exchange.private.private`
-for accounts and orders - and the WebSocket feed is added beside them.
+for accounts and orders, :data:`serving.exchange.catalogue.routes` for the listed products
+that are not replayed - and the WebSocket feed is added beside them.
 
 Numbers are sent as plain decimal strings (``Rp`` price, ``Rq`` quantity, ``Rv`` value,
 ``Rr`` ratio fields) with ``priceScale`` 0, as Phemex does for USDT perpetuals; Python's

@@ -52,6 +52,7 @@ SYNC_METHODS = (
     "fetch_tickers",
     "fetch_ohlcv",
     "fetch_order_book",
+    "fetch_l2_order_book",
     "fetch_trades",
     "fetch_funding_rate_history",
     "fetch_balance",
