@@ -340,10 +340,10 @@ SPOT_MARKET_DATA = (
     "/v1/md/orderbook",
     "/v1/md/fullbook",
     "/v1/md/trade",
-    "/exchange/public/md/v2/kline",
 )
-"""Spot market data ccxt reads (ticker, book and trades on the ``v1`` base; candles on the
-legacy kline path), each with a ``symbol`` parameter."""
+"""Spot market data ccxt reads on the ``v1`` base (market-data envelope), with ``symbol``."""
+SPOT_KLINES = "/exchange/public/md/v2/kline"
+"""The kline path ccxt reads spot candles from (``code``/``msg`` envelope), with ``symbol``."""
 SPOT_ORDERS = (
     ("POST", "/spot/orders"),
     ("PUT", "/spot/orders/create"),
@@ -371,6 +371,11 @@ async def _spot_market_data(request: web.Request) -> web.Response:
     return error_response(_spot_refusal(spec, request.query.get("symbol"), md=True))
 
 
+async def _spot_klines(request: web.Request) -> web.Response:
+    """Spot candles: no spot pair is replayed."""
+    return error_response(_spot_refusal(request.app[ENGINE].spec, request.query.get("symbol")))
+
+
 @endpoint(OTHERS, 1)
 async def _spot_order(request: web.Request, signed: Signed) -> web.Response:
     """Spot orders (authenticated first, like any private call): no spot pair is replayed."""
@@ -379,5 +384,6 @@ async def _spot_order(request: web.Request, signed: Signed) -> web.Response:
 
 for _path in SPOT_MARKET_DATA:
     routes.get(_path)(_spot_market_data)
+routes.get(SPOT_KLINES)(_spot_klines)
 for _method, _path in SPOT_ORDERS:
     routes.route(_method, _path)(_spot_order)
