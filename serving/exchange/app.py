@@ -1,11 +1,12 @@
 """Phemex's REST protocol over a :class:`ReplayMarket`: the loopback exchange's aiohttp app.
 
 The public market-data endpoints that ccxt 4.5.90's ``load_markets``, ``fetch_ohlcv``,
-``fetch_funding_rate_history``, ``fetch_ticker``, ``fetch_funding_rate``,
+``fetch_funding_rate_history``, ``fetch_ticker``, ``fetch_tickers``, ``fetch_funding_rate``,
 ``fetch_order_book`` and ``fetch_trades`` call on a USDT perpetual, with Phemex's paths,
 parameters, field names, envelopes and error codes (see the team's ``phemex-protocol.md``).
 Route tables are per concern - :data:`public` here, :data:`serving.exchange.private.private`
-for accounts and orders - and the WebSocket feed is added beside them.
+for accounts and orders, :data:`serving.exchange.catalogue.routes` for the listed products
+that are not replayed - and the WebSocket feed is added beside them.
 
 Numbers are sent as plain decimal strings (``Rp`` price, ``Rq`` quantity, ``Rv`` value,
 ``Rr`` ratio fields) with ``priceScale`` 0, as Phemex does for USDT perpetuals; Python's
@@ -25,13 +26,13 @@ from typing import Any
 
 from aiohttp import web
 
-from envs.market import ContractSpec, step_decimals
+from serving.exchange import catalogue
 from serving.exchange.clock import ReplayClock
 from serving.exchange.engine import ExchangeEngine
 from serving.exchange.errors import Code, PhemexError
 from serving.exchange.faults import FaultConfig, fault_middleware
+from serving.exchange.klines import candle_window, check_resolution, last_candles
 from serving.exchange.market import Klines, ReplayMarket
-from serving.exchange.order_rules import MAX_PRICE
 from serving.exchange.payloads import dec, ns
 from serving.exchange.private import ENGINE, RATE_LIMITER, private
 from serving.exchange.ratelimit import RateLimitConfig, RateLimiter
@@ -43,14 +44,10 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-RESOLUTIONS_S = (60, 180, 300, 900, 1800, 3600, 7200, 10800, 14400, 21600, 43200, 86400)
-"""Kline resolutions (seconds) Phemex accepts for perpetuals (week and month left out)."""
 KLINE_LIST_MAX = 2000
 KLINE_LAST_MAX = 1000
 FUNDING_HISTORY_MAX = 100
 """Rows per funding-history page; larger limits are clamped, as Phemex pages its history."""
-FIRST_RISK_LIMIT = 2_000_000
-"""Position value (USDT) of BTCUSDT's first risk tier; ContractSpec models only that tier."""
 PUBLIC_TRADES = 200
 """Trades ``/md/v2/trade`` returns."""
 TICK_S = 0.05
@@ -130,6 +127,7 @@ def create_app(
     app[RATE_LIMITER] = RateLimiter(rate_limits)
     app.add_routes(public)
     app.add_routes(private)
+    app.add_routes(catalogue.routes)
     app.cleanup_ctx.append(_clock_ticker)
     # Imported here: the WebSocket feed builds on this module's payload helpers.
     from serving.exchange.ws import add_websocket
@@ -198,7 +196,7 @@ public = web.RouteTableDef()
 @public.get("/public/products")
 async def products(request: web.Request) -> web.Response:
     """Currencies and contracts (``v2`` base). ccxt calls it from fetch_currencies and fetch_markets."""
-    return ok(products_payload(request.app[MARKET].spec), msg="OK")
+    return ok(catalogue.products_payload(request.app[MARKET].spec), msg="OK")
 
 
 @public.get("/v1/exchange/public/products")
@@ -211,19 +209,21 @@ async def products_v1(request: web.Request) -> web.Response:
 async def kline_list(request: web.Request) -> web.Response:
     """Closed bars with ``from <= open <= to`` (seconds), oldest first, at most ``limit``."""
     market = _market_for(request, "symbol")
-    _check_resolution(request, market)
+    resolution = _resolution(request, market)
     from_s = _int_param(request, "from")
     to_s = _int_param(request, "to")
     limit = _limit(request, KLINE_LIST_MAX)
-    return _kline_response(market, market.klines(from_s * 1000, to_s * 1000, limit))
+    candles = candle_window(market, resolution, from_s * 1000, to_s * 1000, limit)
+    return _kline_response(candles, resolution)
 
 
 @public.get("/exchange/public/md/v2/kline/last")
 async def kline_last(request: web.Request) -> web.Response:
     """The latest ``limit`` closed bars."""
     market = _market_for(request, "symbol")
-    _check_resolution(request, market)
-    return _kline_response(market, market.last_klines(_limit(request, KLINE_LAST_MAX)))
+    resolution = _resolution(request, market)
+    candles = last_candles(market, resolution, _limit(request, KLINE_LAST_MAX))
+    return _kline_response(candles, resolution)
 
 
 @public.get("/api-data/public/data/funding-rate-history")
@@ -232,8 +232,7 @@ async def funding_rate_history(request: web.Request) -> web.Response:
     market = request.app[MARKET]
     spec = market.spec
     symbol = _require(request, "symbol")
-    if symbol != funding_symbol(spec):
-        raise PhemexError(Code.SYMBOL_NOT_LISTED, f"Symbol not listed {symbol}")
+    catalogue.check_replayed_funding(spec, symbol)
     start = _opt_int_param(request, "start")
     end = _opt_int_param(request, "end")
     limit = _opt_int_param(request, "limit")
@@ -261,13 +260,27 @@ async def funding_rate_history(request: web.Request) -> web.Response:
 @public.get("/md/v2/ticker/24hr")
 async def ticker_24hr(request: web.Request) -> web.Response:
     """24 h statistics of the closed bars (``fetch_ticker``, ``fetch_funding_rate``)."""
-    market = _market_for(request, "symbol", md=True)
+    result = _ticker_result(_market_for(request, "symbol", md=True))
+    if result is None:
+        raise PhemexError(Code.INVALID_ARGUMENT_MD, "no bar has closed yet", md=True)
+    return md_result(result)
+
+
+@public.get("/md/v2/ticker/24hr/all")
+async def ticker_24hr_all(request: web.Request) -> web.Response:
+    """``fetch_tickers``: the 24 h ticker of every USDT perpetual that has one - the replayed
+    one, once a bar has closed (listed perpetuals that are not replayed have no prices)."""
+    result = _ticker_result(request.app[MARKET])
+    return md_result([] if result is None else [result])
+
+
+def _ticker_result(market: ReplayMarket) -> dict[str, Any] | None:
     ticker = market.ticker()
     if ticker is None:
-        raise PhemexError(Code.INVALID_ARGUMENT_MD, "no bar has closed yet", md=True)
+        return None
     close = dec(ticker.close)
     rate = dec(ticker.funding_rate)
-    result = {
+    return {
         "symbol": market.spec.exchange_symbol,
         "openRp": dec(ticker.open),
         "highRp": dec(ticker.high),
@@ -282,7 +295,6 @@ async def ticker_24hr(request: web.Request) -> web.Response:
         "turnoverRv": dec(ticker.turnover),
         "timestamp": str(ns(ticker.timestamp_ms)),  # Phemex reports nanoseconds
     }
-    return md_result(result)
 
 
 @public.get("/md/v2/orderbook")
@@ -327,101 +339,6 @@ async def trades(request: web.Request) -> web.Response:
 # Payloads
 
 
-def funding_symbol(spec: ContractSpec) -> str:
-    """Phemex's funding-rate index symbol, e.g. ``.BTCUSDTFR8H``."""
-    return f".{spec.exchange_symbol}FR8H"
-
-
-def products_payload(spec: ContractSpec) -> dict[str, Any]:
-    """``data`` of ``/public/products`` for one USDT perpetual described by ``spec``.
-
-    ccxt reads the contract from ``perpProductsV2`` (precision from ``tickSize`` and
-    ``qtyStepSize``; linear with contract size 1 because it settles in USDT) and requires a
-    ``valueScale`` on every currency. ``valueScale: 0`` on the product is a simulator choice
-    (real Phemex omits it): it lets ccxt parse the ticker's ``volumeRq`` into ``baseVolume``.
-    """
-    initial_margin = dec(1.0 / spec.max_leverage)
-    return {
-        "currencies": [_currency(spec.base, 1), _currency(spec.quote, 3)],
-        "products": [],
-        "perpProductsV2": [
-            {
-                "symbol": spec.exchange_symbol,
-                "code": 41541,
-                "type": "PerpetualV2",
-                "displaySymbol": f"{spec.base} / {spec.quote}",
-                "indexSymbol": f".{spec.exchange_symbol}",
-                "markSymbol": f".M{spec.exchange_symbol}",
-                "fundingRateSymbol": f".{spec.exchange_symbol}FR",
-                "fundingRate8hSymbol": funding_symbol(spec),
-                "contractUnderlyingAssets": spec.base,
-                "settleCurrency": spec.quote,
-                "quoteCurrency": spec.quote,
-                "baseCurrency": spec.base,
-                "tickSize": dec(spec.tick_size),
-                "priceScale": 0,
-                "ratioScale": 0,
-                "valueScale": 0,
-                "pricePrecision": step_decimals(spec.tick_size),
-                "qtyStepSize": dec(spec.lot_size),
-                "qtyPrecision": step_decimals(spec.lot_size),
-                "minPriceRp": dec(spec.tick_size),
-                "maxPriceRp": dec(MAX_PRICE),
-                "maxOrderQtyRq": dec(spec.max_qty),
-                "minOrderValueRv": dec(spec.min_notional),
-                "maxLeverage": spec.max_leverage,
-                "maxOpenPosLeverage": spec.max_leverage,
-                "defaultLeverage": "-10",
-                "fundingInterval": spec.funding_interval_ms // 1000,
-                "status": "Listed",
-                "majorSymbol": True,
-                "description": (
-                    f"{spec.base}/{spec.quote} perpetual contracts are priced on the "
-                    f".{spec.exchange_symbol} Index. Each contract is worth 1 {spec.base}. "
-                    "Funding fees are paid and received every 8 hours at UTC time: "
-                    "00:00, 08:00 and 16:00."
-                ),
-            }
-        ],
-        "riskLimits": [],
-        "riskLimitsV2": [
-            {
-                "symbol": spec.exchange_symbol,
-                "steps": "2000K",
-                "riskLimits": [
-                    {
-                        "limit": FIRST_RISK_LIMIT,
-                        "initialMarginRr": initial_margin,
-                        "maintenanceMarginRr": dec(spec.maintenance_margin_rate),
-                    }
-                ],
-            }
-        ],
-        "leverages": [],
-        "leveragesV2": [
-            {
-                "options": [x for x in (1, 2, 3, 5, 10, 25, 50, 100) if x <= spec.max_leverage],
-                "initialMarginRr": initial_margin,
-            }
-        ],
-        "ratioScale": 8,
-    }
-
-
-def _currency(code: str, number: int) -> dict[str, Any]:
-    return {
-        "currency": code,
-        "name": code,
-        "code": number,
-        "valueScale": 8,
-        "minValueEv": 1,
-        "maxValueEv": 5_000_000_000_000_000_000,
-        "needAddrTag": 0,
-        "status": "Listed",
-        "displayCurrency": code,
-    }
-
-
 def kline_rows(klines: Klines, resolution_s: int) -> list[list[Any]]:
     """Phemex kline rows: ``[open_s, resolution, lastClose, open, high, low, close, volume, turnover]``.
 
@@ -443,32 +360,20 @@ def kline_rows(klines: Klines, resolution_s: int) -> list[list[Any]]:
 # Requests
 
 
-def _kline_response(market: ReplayMarket, klines: Klines) -> web.Response:
-    return ok({"total": -1, "rows": kline_rows(klines, market.resolution_s)}, msg="OK")
+def _kline_response(candles: Klines, resolution_s: int) -> web.Response:
+    return ok({"total": -1, "rows": kline_rows(candles, resolution_s)}, msg="OK")
 
 
 def _market_for(request: web.Request, param: str, *, md: bool = False) -> ReplayMarket:
     market = request.app[MARKET]
-    symbol = _require(request, param, md=md)
-    if symbol != market.spec.exchange_symbol:
-        raise PhemexError(Code.SYMBOL_NOT_LISTED, f"Symbol not listed {symbol}", md=md)
+    catalogue.check_replayed(market.spec, _require(request, param, md=md), md=md)
     return market
 
 
-def _check_resolution(request: web.Request, market: ReplayMarket) -> None:
+def _resolution(request: web.Request, market: ReplayMarket) -> int:
     resolution = _int_param(request, "resolution")
-    if resolution not in RESOLUTIONS_S:
-        raise PhemexError(
-            30000,
-            f"Please double check input arguments: resolution={resolution} is not one of {RESOLUTIONS_S}",
-        )
-    if resolution != market.resolution_s:
-        # The replay holds one timeframe and does not resample.
-        raise PhemexError(
-            30000,
-            f"Please double check input arguments: this exchange replays "
-            f"{market.data.timeframe} bars only (resolution={market.resolution_s})",
-        )
+    check_resolution(resolution, market.resolution_s)
+    return resolution
 
 
 def _limit(request: web.Request, maximum: int) -> int:

@@ -161,7 +161,6 @@ class ReplayMarket:
         self.funding_ts = funding["timestamp"].to_numpy(np.int64)[order]
         self.funding_rate = funding["funding_rate"].to_numpy(np.float64)[order]
         self._close_time = data.timestamp + self.timeframe_ms
-        self._last_close = np.concatenate([[data.open[0]], data.close[:-1]])
 
     @property
     def resolution_s(self) -> int:
@@ -264,18 +263,6 @@ class ReplayMarket:
         now = self.now_ms() if now_ms is None else now_ms
         return int(np.searchsorted(self._close_time, now, side="right"))
 
-    def klines(self, from_ms: int, to_ms: int, limit: int) -> Klines:
-        """The first ``limit`` closed bars opening in ``[from_ms, to_ms]``."""
-        ts = self.data.timestamp[: self.closed_bars()]
-        lo = int(np.searchsorted(ts, from_ms, side="left"))
-        hi = int(np.searchsorted(ts, to_ms, side="right"))
-        return self._klines(lo, min(hi, lo + limit))
-
-    def last_klines(self, limit: int) -> Klines:
-        """The latest ``limit`` closed bars."""
-        hi = self.closed_bars()
-        return self._klines(max(hi - limit, 0), hi)
-
     def funding_history(self, start_ms: int | None, end_ms: int | None, limit: int) -> pd.DataFrame:
         """The first ``limit`` settled funding events in ``[start_ms, end_ms]``, oldest first."""
         ts = self.funding_ts
@@ -305,16 +292,4 @@ class ReplayMarket:
             volume=round(float(d.volume[lo:hi].sum()), 8),
             turnover=round(float((d.close[lo:hi] * d.volume[lo:hi]).sum()), 8),
             funding_rate=float(self.funding_rate[settled - 1]) if settled else 0.0,
-        )
-
-    def _klines(self, lo: int, hi: int) -> Klines:
-        d = self.data
-        return Klines(
-            timestamp=d.timestamp[lo:hi],
-            last_close=self._last_close[lo:hi],
-            open=d.open[lo:hi],
-            high=d.high[lo:hi],
-            low=d.low[lo:hi],
-            close=d.close[lo:hi],
-            volume=d.volume[lo:hi],
         )

@@ -23,7 +23,8 @@ def check_symbol(spec: ContractSpec, symbol: str) -> None:
     if symbol != spec.exchange_symbol:
         raise PhemexError(
             Code.SYMBOL_INVALID,
-            f"symbol {symbol!r} is not traded here; this exchange lists {spec.exchange_symbol}",
+            f"symbol {symbol!r} is not traded here; this exchange replays "
+            f"{spec.exchange_symbol} only",
         )
 
 

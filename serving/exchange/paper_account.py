@@ -13,7 +13,7 @@ from envs.account import PerpAccount, SlippageModel
 from envs.market import ContractSpec
 from serving.exchange.accounts import AccountConfig
 from serving.exchange.errors import Code, PhemexError
-from serving.exchange.orders import Execution, Order, OrdStatus
+from serving.exchange.orders import Execution, Order, OrdStatus, TradeType
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class PositionView:
     ``qty`` is signed contracts (> 0 long); ``margin`` the isolated initial margin locked;
     ``cum_*`` totals since the account was created (fees include liquidation losses of
     margin, funding is what was paid - negative when received); ``last_funding_ms`` the
-    last funding settlement (0 for none).
+    last funding settlement (0 for none); ``opened_ms`` when the current position was opened
+    from flat (None when flat).
     """
 
     symbol: str
@@ -43,6 +44,7 @@ class PositionView:
     last_funding_ms: int
     updated_ms: int
     exec_seq: int
+    opened_ms: int | None = None
 
     @property
     def value(self) -> float:
@@ -176,6 +178,7 @@ class PaperAccount:
             last_funding_ms=self.last_funding_ms,
             updated_ms=self.updated_ms,
             exec_seq=self.exec_seq,
+            opened_ms=self.position_opened_ms(spec.lot_size),
         )
         return AccountView(
             api_key=self.api_key,
@@ -186,6 +189,22 @@ class PaperAccount:
             used_balance=perp.position_margin + self.reserved_margin(mark),
             position=position,
         )
+
+    def position_opened_ms(self, lot_size: float) -> int | None:
+        """Market time of the fill that opened the current position from flat (or flipped its
+        side); None when flat. Read back from the executions, so it needs no state of its own."""
+        if abs(self.perp.qty) < lot_size / 2:
+            return None
+        qty, opened = 0.0, None
+        for e in self.executions:
+            if e.trade_type is TradeType.FUNDING:
+                continue
+            before, qty = qty, qty + e.side.sign * e.qty
+            if abs(before) < lot_size / 2 or before * qty < 0:
+                opened = e.time_ms
+            if abs(qty) < lot_size / 2:
+                qty, opened = 0.0, None
+        return opened
 
     # -- persistence (never the secret)
     def to_row(self) -> dict[str, Any]:

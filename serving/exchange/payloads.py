@@ -23,7 +23,7 @@ import numpy as np
 from serving.exchange.orders import Execution, Order, OrdStatus, OrdType, Side, TradeType
 
 if TYPE_CHECKING:
-    from serving.exchange.paper_account import AccountView
+    from serving.exchange.paper_account import AccountView, PositionView
 
 ZERO_EXEC_ID = "00000000-0000-0000-0000-000000000000"
 NUM_DECIMALS = 10
@@ -280,9 +280,20 @@ def position_row(view: AccountView) -> dict[str, Any]:
         "lastFundingTimeNs": ns(p.last_funding_ms),
         "execSeq": p.exec_seq,
         "transactTimeNs": ns(p.updated_ms),
+        **_position_times(p),
         "posSide": "Merged",
         "posMode": "OneWay",
     }
+
+
+def _position_times(p: PositionView) -> dict[str, str]:
+    """``openedTimeNs`` / ``updatedTimeNs``: despite the names, Phemex sends milliseconds
+    (ccxt's recorded sample: ``"openedTimeNs": "1777998771316"``) and ccxt reads them as the
+    position's ``timestamp`` / ``lastUpdateTimestamp``. A flat position has no opening time."""
+    times = {"updatedTimeNs": str(p.updated_ms)}
+    if p.opened_ms is not None:
+        times = {"openedTimeNs": str(p.opened_ms), **times}
+    return times
 
 
 # ---------------------------------------------------------------------------------------------

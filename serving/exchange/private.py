@@ -396,7 +396,8 @@ def _check_symbol(engine: ExchangeEngine, symbol: str) -> None:
     if symbol != engine.spec.exchange_symbol:
         raise PhemexError(
             Code.SYMBOL_INVALID,
-            f"symbol {symbol!r} is not traded here; this exchange lists {engine.spec.exchange_symbol}",
+            f"symbol {symbol!r} is not traded here; this exchange replays "
+            f"{engine.spec.exchange_symbol} only",
         )
 
 

@@ -57,6 +57,7 @@ from aiohttp import WSMsgType, web
 
 from serving.exchange.app import kline_rows
 from serving.exchange.faults import FaultConfig
+from serving.exchange.klines import candle_window
 from serving.exchange.market import BOOK_DEPTH, TRADES_PER_BAR, OrderBook, PublicTrade, ReplayMarket
 from serving.exchange.payloads import dec, ns
 
@@ -509,8 +510,10 @@ class WsFeed:
             open_s = int(d.timestamp[self._forming]) // 1000
             rows.append([open_s, res, last, last, last, last, last, "0", "0"])
         if hi > lo:
-            klines = market.klines(int(d.timestamp[lo]), int(d.timestamp[hi - 1]), hi - lo)
-            rows.extend(reversed(kline_rows(klines, res)))
+            closed = candle_window(
+                market, res, int(d.timestamp[lo]), int(d.timestamp[hi - 1]), hi - lo
+            )
+            rows.extend(reversed(kline_rows(closed, res)))
         message = {
             "kline_p": rows,
             "sequence": self._next_sequence(),

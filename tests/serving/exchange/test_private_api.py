@@ -347,3 +347,30 @@ def test_order_book_and_trades_are_synthesised_from_the_closed_bars(paper_client
         trades[-1]["price"] == last and trades[-1]["timestamp"] < sample_5m.timestamp[START_BAR + 1]
     )
     assert {t["side"] for t in trades} <= {"buy", "sell"} and all(t["amount"] > 0 for t in trades)
+
+
+def test_positions_carry_their_opening_and_last_update_times(paper_client, replay_clock):
+    def position() -> dict:
+        (only,) = paper_client.fetch_positions([SYMBOL])
+        return only
+
+    opened_at = replay_clock.now_ms()  # the market order fills at this bar open
+    paper_client.create_order(SYMBOL, "market", "buy", 0.02)
+    replay_clock.step()
+    paper_client.create_order(SYMBOL, "market", "buy", 0.01)  # grows it: same position
+    assert (position()["timestamp"], position()["lastUpdateTimestamp"]) == (
+        opened_at,
+        replay_clock.now_ms(),
+    )
+    # Phemex names the fields ...Ns but sends milliseconds (ccxt's recorded sample).
+    raw = paper_client.privateGetGAccountsAccountPositions({"currency": "USDT"})
+    assert raw["data"]["positions"][0]["openedTimeNs"] == str(opened_at)
+
+    replay_clock.step()
+    paper_client.create_order(SYMBOL, "market", "sell", 0.05)  # flips short: a new position
+    assert (position()["side"], position()["timestamp"]) == ("short", replay_clock.now_ms())
+
+    replay_clock.step()
+    paper_client.create_order(SYMBOL, "market", "buy", 0.02, params={"reduceOnly": True})
+    assert (position()["contracts"], position()["timestamp"]) == (0, None)
+    assert position()["lastUpdateTimestamp"] == replay_clock.now_ms()

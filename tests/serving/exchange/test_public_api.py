@@ -55,7 +55,7 @@ def test_load_markets_describes_the_btcusdt_perpetual(server, client):
     assert market["contractSize"] == 1
     assert (market["type"], market["settle"], market["active"]) == ("swap", "USDT", True)
     assert market["limits"]["leverage"]["max"] == 100
-    assert set(client.currencies) == {"BTC", "USDT"}
+    assert set(client.currencies) == {"BTC", "ETH", "LTC", "USDT"}
     assert [r.path for r in server.requests.records()] == [
         "/public/products",
         "/public/products",
@@ -127,11 +127,15 @@ def test_fetch_funding_rate_history_returns_unified_entries(server, client, fund
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda c: c.fetch_ohlcv(SYMBOL, "1h", limit=5), ccxt.BadRequest, "replays 5m bars only"),
         (
-            lambda c: c.publicGetMdV2KlineList({"symbol": "ETHUSDT", "resolution": 300}),
+            lambda c: c.fetch_ohlcv(SYMBOL, "1m", limit=5),
+            ccxt.BadRequest,
+            "not a whole multiple of the replayed 300 s bars",
+        ),
+        (
+            lambda c: c.publicGetMdV2KlineList({"symbol": "XYZUSDT", "resolution": 300}),
             ccxt.BadSymbol,
-            "Symbol not listed ETHUSDT",
+            "Symbol not listed XYZUSDT",
         ),
         (
             lambda c: c.publicGetMdV2KlineList({"symbol": "BTCUSDT"}),
@@ -146,7 +150,7 @@ def test_fetch_funding_rate_history_returns_unified_entries(server, client, fund
             "uplimt",
         ),
         (
-            lambda c: c.v2GetMdV2Ticker24hr({"symbol": "ETHUSDT"}),
+            lambda c: c.v2GetMdV2Ticker24hr({"symbol": "XYZUSDT"}),
             ccxt.BadSymbol,
             "Symbol not listed",
         ),
