@@ -32,10 +32,11 @@ from serving.exchange.errors import Code, PhemexError
 from serving.exchange.faults import FaultConfig, fault_middleware
 from serving.exchange.market import Klines, ReplayMarket
 from serving.exchange.order_rules import MAX_PRICE
-from serving.exchange.payloads import dec, ns
+from serving.exchange.payloads import dec, kline_rows, ns
 from serving.exchange.private import ENGINE, RATE_LIMITER, private
 from serving.exchange.ratelimit import RateLimitConfig, RateLimiter
 from serving.exchange.responses import error_response, md_result, ok
+from serving.exchange.ws import add_websocket
 
 __all__ = ["ENGINE", "FAULTS", "MARKET", "REQUEST_LOG", "PhemexError", "create_app", "dec"]
 
@@ -131,9 +132,6 @@ def create_app(
     app.add_routes(public)
     app.add_routes(private)
     app.cleanup_ctx.append(_clock_ticker)
-    # Imported here: the WebSocket feed builds on this module's payload helpers.
-    from serving.exchange.ws import add_websocket
-
     add_websocket(app, market, faults, engine)
     return app
 
@@ -420,23 +418,6 @@ def _currency(code: str, number: int) -> dict[str, Any]:
         "status": "Listed",
         "displayCurrency": code,
     }
-
-
-def kline_rows(klines: Klines, resolution_s: int) -> list[list[Any]]:
-    """Phemex kline rows: ``[open_s, resolution, lastClose, open, high, low, close, volume, turnover]``.
-
-    Turnover (quote volume) is approximated as close x volume: the candles carry none.
-    """
-    columns = [
-        [dec(x) for x in getattr(klines, name).tolist()]
-        for name in ("last_close", "open", "high", "low", "close", "volume")
-    ]
-    turnover = [dec(x) for x in (klines.close * klines.volume).tolist()]
-    seconds = (klines.timestamp // 1000).tolist()
-    return [
-        [ts, resolution_s, *values, quote]
-        for ts, *values, quote in zip(seconds, *columns, turnover, strict=True)
-    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,10 +55,9 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from serving.exchange.app import kline_rows
 from serving.exchange.faults import FaultConfig
 from serving.exchange.market import BOOK_DEPTH, TRADES_PER_BAR, OrderBook, PublicTrade, ReplayMarket
-from serving.exchange.payloads import dec, ns
+from serving.exchange.payloads import dec, kline_rows, ns
 
 log = logging.getLogger(__name__)
 
