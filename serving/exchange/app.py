@@ -32,8 +32,9 @@ from serving.exchange.errors import Code, PhemexError
 from serving.exchange.faults import FaultConfig, fault_middleware
 from serving.exchange.market import Klines, ReplayMarket
 from serving.exchange.order_rules import MAX_PRICE
+from serving.exchange.params import integer_param
 from serving.exchange.payloads import dec, kline_rows, ns
-from serving.exchange.private import ENGINE, RATE_LIMITER, private
+from serving.exchange.private import ENGINE, MAX_BODY_BYTES, RATE_LIMITER, private
 from serving.exchange.ratelimit import RateLimitConfig, RateLimiter
 from serving.exchange.responses import error_response, md_result, ok
 from serving.exchange.ws import add_websocket
@@ -122,7 +123,8 @@ def create_app(
     if engine.market is not market:
         raise ValueError("the engine must trade the market the app serves")
     app = web.Application(
-        middlewares=[_request_log_middleware, fault_middleware(faults), _phemex_error_middleware]
+        middlewares=[_request_log_middleware, fault_middleware(faults), _phemex_error_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[MARKET] = market
     app[FAULTS] = faults
@@ -473,13 +475,7 @@ def _require(request: web.Request, name: str, *, md: bool = False) -> str:
 
 
 def _int_param(request: web.Request, name: str) -> int:
-    text = _require(request, name)
-    try:
-        return int(text)
-    except ValueError:
-        raise PhemexError(
-            30000, f"Please double check input arguments: {name}={text!r} is not an integer"
-        ) from None
+    return integer_param(name, _require(request, name))
 
 
 def _opt_int_param(request: web.Request, name: str) -> int | None:
