@@ -48,15 +48,17 @@ import hashlib
 import hmac
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
+from serving.exchange.auth import check_expiry
+from serving.exchange.errors import PhemexError
 from serving.exchange.faults import FaultConfig
 from serving.exchange.market import BOOK_DEPTH, TRADES_PER_BAR, OrderBook, PublicTrade, ReplayMarket
+from serving.exchange.params import loads
 from serving.exchange.payloads import dec, kline_rows, ns
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,14 @@ CLOSE_TIMEOUT_S = 2.0
 """How long a server-side close waits for the client's close frame."""
 SEND_QUEUE_LIMIT = 10_000
 """Messages queued for one connection before it is closed as a slow consumer (code 1013)."""
+MAX_REQUEST_BYTES = 4096
+"""Largest request frame; a larger one closes the connection (code 1009, message too big)."""
+REQUESTS_PER_S = 20.0
+"""Requests one connection may send per second, on average..."""
+REQUEST_BURST = 40
+"""...and at once. A request over the rate gets an error reply and no work is done for it."""
+MAX_REFUSED_REQUESTS = 100
+"""Requests refused for the rate before the connection is closed (code 1008)."""
 TICKER_FIELDS = [
     "symbol",
     "openRp",
@@ -90,7 +100,10 @@ TICKER_FIELDS = [
 ]
 
 INVALID_ARGUMENT = 6001
-"""Phemex's WebSocket code for a bad request (unknown method, symbol or resolution)."""
+"""Phemex's WebSocket code for a bad request (unknown method, symbol or resolution, a channel
+already subscribed on the connection)."""
+TOO_MANY_REQUESTS = 39995
+"""Phemex's code for too many requests (ccxt: RateLimitExceeded)."""
 AUTH_FAILED = 6012
 """Phemex's WebSocket code for a failed ``user.auth`` or a private channel without it."""
 
@@ -147,9 +160,40 @@ class Connection:
         self.api_key: str | None = None
         self.dropped = 0
         """Incrementals lost to the ``ws_drop_rate`` fault."""
-        self._queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[float, str | None]] = asyncio.Queue()
+        """(due time, text); None closes the socket once what is queued before it is sent."""
         self._loop = asyncio.get_running_loop()
         self._closing: asyncio.Task | None = None
+        self._tokens = float(REQUEST_BURST)
+        self._refilled_at = self._loop.time()
+        self.refused = 0
+        """Requests refused for exceeding :data:`REQUESTS_PER_S`."""
+        self._close_with: tuple[int, bytes] | None = None
+        """Code and reason of a close queued by :meth:`close_after_queued`."""
+
+    def admit(self) -> bool:
+        """Take one request from the connection's budget (:data:`REQUESTS_PER_S`, bursts of
+        :data:`REQUEST_BURST`); False when it is spent."""
+        now = self._loop.time()
+        self._tokens = min(REQUEST_BURST, self._tokens + (now - self._refilled_at) * REQUESTS_PER_S)
+        self._refilled_at = now
+        if self._tokens < 1.0:
+            self.refused += 1
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def close_soon(self, code: int, reason: bytes) -> None:
+        """Close the socket (once) without waiting for it here, dropping what is queued."""
+        if self._closing is None:
+            self._closing = self._loop.create_task(self.ws.close(code=code, message=reason))
+
+    def close_after_queued(self, code: int, reason: bytes) -> None:
+        """Close the socket (once) after sending what is already queued, so the client reads
+        every reply up to the close frame."""
+        if self._closing is None and self._close_with is None:
+            self._close_with = (code, reason)
+            self._queue.put_nowait((self._loop.time(), None))
 
     def push(self, text: str, *, droppable: bool = False) -> None:
         """Queue ``text``; an incremental (``droppable``) may be lost to ``ws_drop_rate``."""
@@ -159,9 +203,7 @@ class Connection:
         if self._queue.qsize() >= SEND_QUEUE_LIMIT:
             if self._closing is None:
                 log.warning("ws client %d messages behind: disconnecting it", SEND_QUEUE_LIMIT)
-                self._closing = self._loop.create_task(
-                    self.ws.close(code=1013, message=b"slow consumer")
-                )
+                self.close_soon(1013, b"slow consumer")
             return
         self._queue.put_nowait((self._loop.time() + self.faults.ws_delay_ms / 1000, text))
 
@@ -180,6 +222,10 @@ class Connection:
             if delay > 0:
                 await asyncio.sleep(delay)
             if self.ws.closed:
+                return
+            if text is None:
+                assert self._close_with is not None
+                self.close_soon(*self._close_with)
                 return
             try:
                 await self.ws.send_str(text)
@@ -224,6 +270,7 @@ class WsFeed:
         self._closed = _closed_at(market, self._now)
         self._forming = _forming_at(market, self._now)
         self._book: OrderBook | None = None
+        self._snapshot_rows: tuple[tuple[int, int, int | None], str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._pump_task: asyncio.Task | None = None
@@ -290,7 +337,9 @@ class WsFeed:
         """``GET /ws``: upgrade, then serve requests until either side closes."""
         # autoping answers ccxt's PING frames; no permessage-deflate: on loopback it only costs
         # CPU on both sides.
-        ws = web.WebSocketResponse(autoping=True, compress=False, timeout=CLOSE_TIMEOUT_S)
+        ws = web.WebSocketResponse(
+            autoping=True, compress=False, timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_REQUEST_BYTES
+        )
         await ws.prepare(request)
         conn = Connection(ws, self.faults)
         self.connections.add(conn)
@@ -316,8 +365,14 @@ class WsFeed:
 
     def _on_request(self, conn: Connection, text: str) -> None:
         request_id = None
+        if not conn.admit():
+            if conn.refused >= MAX_REFUSED_REQUESTS:
+                conn.close_after_queued(1008, b"too many requests")
+            else:
+                conn.error(None, WsRequestError(TOO_MANY_REQUESTS, "Too many requests."))
+            return
         try:
-            request = json.loads(text)
+            request = loads(text)
             if not isinstance(request, dict):
                 raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: request {text!r}")
             request_id = request.get("id")
@@ -329,8 +384,10 @@ class WsFeed:
             if not isinstance(params, list):
                 raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: params {params!r}")
             handler(conn, request_id, params)
-        except json.JSONDecodeError:
-            conn.error(None, WsRequestError(INVALID_ARGUMENT, f"invalid argument: {text!r}"))
+        except ValueError as exc:  # not JSON, or JSON we refuse (see params.loads)
+            shown = text if len(text) <= 64 else f"{text[:64]}... ({len(text)} characters)"
+            error = WsRequestError(INVALID_ARGUMENT, f"invalid argument: {shown!r} ({exc})")
+            conn.error(None, error)
         except WsRequestError as exc:
             conn.error(request_id, exc)
 
@@ -344,6 +401,17 @@ class WsFeed:
             conn.reply(request_id, {"status": "success"})
 
         return unsubscribe
+
+    @staticmethod
+    def _subscribe(conn: Connection, channel: str, method: str) -> None:
+        """Mark ``channel`` subscribed; a channel already subscribed on this connection is
+        refused, so repeated subscriptions cannot make the feed rebuild snapshot after
+        snapshot."""
+        if getattr(conn.subs, channel):
+            raise WsRequestError(
+                INVALID_ARGUMENT, f"invalid argument: {method} is already subscribed"
+            )
+        setattr(conn.subs, channel, True)
 
     def _check_symbol(self, params: list) -> None:
         symbol = params[0] if params else None
@@ -361,28 +429,27 @@ class WsFeed:
                 f"invalid argument: resolution {resolution!r}; this exchange replays "
                 f"{self.market.data.timeframe} bars only ({self.market.resolution_s})",
             )
-        conn.subs.kline = True
+        self._subscribe(conn, "kline", "kline_p")
         conn.reply(request_id, {"status": "success"})
-        lo = max(self._closed - self.kline_snapshot_bars, 0)
-        conn.push(self._kline_message(lo, self._closed, "snapshot"))
+        conn.push(self._kline_snapshot())
 
     def _subscribe_trades(self, conn: Connection, request_id: Any, params: list) -> None:
         self._check_symbol(params)
-        conn.subs.trades = True
+        self._subscribe(conn, "trades", "trade_p")
         conn.reply(request_id, {"status": "success"})
         trades = self._trades_of_bars(self._closed, TRADE_SNAPSHOT_TRADES)
         conn.push(self._trades_message(trades, "snapshot"))
 
     def _subscribe_book(self, conn: Connection, request_id: Any, params: list) -> None:
         self._check_symbol(params)
-        conn.subs.book = True
+        self._subscribe(conn, "book", "orderbook_p")
         conn.reply(request_id, {"status": "success"})
         if self._book is None:
             self._book = self.market.order_book()
         conn.push(self._book_message(_levels(self._book), "snapshot"))
 
     def _subscribe_ticker(self, conn: Connection, request_id: Any, params: list) -> None:
-        conn.subs.ticker = True
+        self._subscribe(conn, "ticker", "perp_market24h_pack_p")
         conn.reply(request_id, {"status": "success"})
         message = self._ticker_message()
         if message is not None:
@@ -397,8 +464,8 @@ class WsFeed:
         secret = self.engine.secret_for(api_key) if isinstance(api_key, str) else None
         if secret is None:
             raise WsRequestError(AUTH_FAILED, f"Api key not found: {api_key!r}")
-        if not isinstance(expiry, int) or expiry < time.time():
-            raise WsRequestError(AUTH_FAILED, f"expired or invalid expiry {expiry!r}")
+        if not isinstance(expiry, int) or isinstance(expiry, bool):
+            raise WsRequestError(AUTH_FAILED, f"invalid expiry {expiry!r}: not epoch seconds")
         expected = hmac.new(
             secret.encode(), f"{api_key}{expiry}".encode(), hashlib.sha256
         ).hexdigest()
@@ -407,13 +474,17 @@ class WsFeed:
             signature.encode(), expected.encode()
         ):
             raise WsRequestError(AUTH_FAILED, "API Signature verification failed")
+        try:
+            check_expiry(expiry)
+        except PhemexError as exc:
+            raise WsRequestError(AUTH_FAILED, exc.msg) from None
         conn.api_key = api_key
         conn.reply(request_id, {"status": "success"})
 
     def _subscribe_account(self, conn: Connection, request_id: Any, params: list) -> None:
         if conn.api_key is None or self.engine is None:
             raise WsRequestError(AUTH_FAILED, "aop_p.subscribe needs a successful user.auth")
-        conn.subs.account = True
+        self._subscribe(conn, "account", "aop_p")
         conn.reply(request_id, {"status": "success"})
         snapshot = self.engine.account_snapshot(conn.api_key)
         envelope = {
@@ -496,8 +567,31 @@ class WsFeed:
         self._sequence += 1
         return self._sequence
 
+    def _kline_snapshot(self) -> str:
+        """The kline snapshot: the last :attr:`kline_snapshot_bars` closed bars and the forming
+        one. Its rows are serialised once per clock position and reused by every subscriber
+        until the clock moves (building them takes milliseconds on the event loop)."""
+        lo = max(self._closed - self.kline_snapshot_bars, 0)
+        key = (lo, self._closed, self._forming)
+        if self._snapshot_rows is None or self._snapshot_rows[0] != key:
+            self._snapshot_rows = (key, _dumps(self._kline_rows(lo, self._closed)))
+        sequence = self._next_sequence()
+        symbol = _dumps(self._symbol)
+        rows = self._snapshot_rows[1]
+        return f'{{"kline_p":{rows},"sequence":{sequence},"symbol":{symbol},"type":"snapshot"}}'
+
     def _kline_message(self, lo: int, hi: int, kind: str) -> str:
         """Closed bars ``lo .. hi - 1`` and the candle forming at the pump's time, newest first."""
+        message = {
+            "kline_p": self._kline_rows(lo, hi),
+            "sequence": self._next_sequence(),
+            "symbol": self._symbol,
+            "type": kind,
+        }
+        return _dumps(message)
+
+    def _kline_rows(self, lo: int, hi: int) -> list[list[Any]]:
+        """Rows of closed bars ``lo .. hi - 1`` and of the forming candle, newest first."""
         market = self.market
         res = market.resolution_s
         d = market.data
@@ -510,13 +604,7 @@ class WsFeed:
         if hi > lo:
             klines = market.klines(int(d.timestamp[lo]), int(d.timestamp[hi - 1]), hi - lo)
             rows.extend(reversed(kline_rows(klines, res)))
-        message = {
-            "kline_p": rows,
-            "sequence": self._next_sequence(),
-            "symbol": self._symbol,
-            "type": kind,
-        }
-        return _dumps(message)
+        return rows
 
     def _trades_of_bars(self, hi: int, limit: int, after: int = 0) -> list[PublicTrade]:
         """The last ``limit`` public trades (the REST API's) of bars ``after .. hi - 1``,
