@@ -28,6 +28,7 @@ from serving.exchange.app import FAULTS, REQUEST_LOG, RequestLog, create_app
 from serving.exchange.engine import ExchangeEngine
 from serving.exchange.faults import FaultConfig
 from serving.exchange.market import ReplayMarket
+from serving.exchange.paper_account import warm_up_account_kernels
 from serving.exchange.persistence import StateStore
 from serving.exchange.ratelimit import RateLimitConfig
 
@@ -104,9 +105,11 @@ class ExchangeServer:
         return self.app[REQUEST_LOG]
 
     def start(self) -> ExchangeServer:
-        """Bind and start serving; returns once the port is open (raises if it cannot bind)."""
+        """Bind and start serving; returns once the port is open (raises if it cannot bind).
+        The account model's kernels are compiled first, not inside the first request."""
         if self._thread is not None:
             raise RuntimeError(f"ExchangeServer already running on {self.base_url}")
+        warm_up_account_kernels(self.engine.spec, self.engine.slippage)
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._error = None

@@ -37,6 +37,12 @@ incremental carries the bars closed since the last one *and* that forming candle
 client that sees a newer candle has also seen its predecessor's final values; a client must
 never treat the newest candle as closed.
 
+**Hostile clients.** A connection holds one subscription per channel (a repeat is refused
+without a snapshot), sends at most :data:`REQUESTS_PER_S` requests a second (bursts of
+:data:`REQUEST_BURST`) in frames of at most :data:`MAX_REQUEST_BYTES`, and is answered one
+request at a time; kline snapshots are built off the event loop and shared (see
+:meth:`WsFeed._kline_snapshot`), so one client cannot stall the others.
+
 Faults (``FaultConfig.ws_*``): dropped incrementals, delayed messages, periodic disconnects.
 """
 
@@ -48,7 +54,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,6 +68,8 @@ from serving.exchange.params import loads
 from serving.exchange.payloads import dec, kline_rows, ns
 
 log = logging.getLogger(__name__)
+
+SnapshotKey = tuple[int, int, int | None]
 
 WS_PATH = "/ws"
 POLL_INTERVAL_S = 0.005
@@ -84,6 +92,9 @@ REQUEST_BURST = 40
 """...and at once. A request over the rate gets an error reply and no work is done for it."""
 MAX_REFUSED_REQUESTS = 100
 """Requests refused for the rate before the connection is closed (code 1008)."""
+SNAPSHOT_ATTEMPTS = 3
+"""Kline snapshot builds off the event loop before one is made on it (a clock that closes
+bars faster than a build takes)."""
 TICKER_FIELDS = [
     "symbol",
     "openRp",
@@ -270,12 +281,13 @@ class WsFeed:
         self._closed = _closed_at(market, self._now)
         self._forming = _forming_at(market, self._now)
         self._book: OrderBook | None = None
-        self._snapshot_rows: tuple[tuple[int, int, int | None], str] | None = None
+        self._snapshot: tuple[SnapshotKey, asyncio.Future[str]] | None = None
+        """The kline snapshot rows (JSON) being built or built for one clock position."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._pump_task: asyncio.Task | None = None
         self._remove_listener: Callable[[], None] | None = None
-        self._methods: dict[str, Callable[[Connection, Any, list], None]] = {
+        self._methods: dict[str, Callable[[Connection, Any, list], Awaitable[None] | None]] = {
             "server.ping": self._ping,
             "kline_p.subscribe": self._subscribe_kline,
             "kline_p.unsubscribe": self._unsubscriber("kline"),
@@ -350,7 +362,9 @@ class WsFeed:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    self._on_request(conn, msg.data)
+                    pending = self._on_request(conn, msg.data)
+                    if pending is not None:  # this connection's next request waits for it
+                        await pending
         finally:
             self.connections.discard(conn)
             for task in tasks:
@@ -363,14 +377,16 @@ class WsFeed:
         await asyncio.sleep(seconds)
         await conn.ws.close(code=1001, message=b"disconnect fault")
 
-    def _on_request(self, conn: Connection, text: str) -> None:
+    def _on_request(self, conn: Connection, text: str) -> Awaitable[None] | None:
+        """Answer one request frame; a request with work off the event loop (a kline
+        snapshot) returns what to await before the connection's next request."""
         request_id = None
         if not conn.admit():
             if conn.refused >= MAX_REFUSED_REQUESTS:
                 conn.close_after_queued(1008, b"too many requests")
             else:
                 conn.error(None, WsRequestError(TOO_MANY_REQUESTS, "Too many requests."))
-            return
+            return None
         try:
             request = loads(text)
             if not isinstance(request, dict):
@@ -383,13 +399,14 @@ class WsFeed:
                 raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: method {method!r}")
             if not isinstance(params, list):
                 raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: params {params!r}")
-            handler(conn, request_id, params)
+            return handler(conn, request_id, params)
         except ValueError as exc:  # not JSON, or JSON we refuse (see params.loads)
             shown = text if len(text) <= 64 else f"{text[:64]}... ({len(text)} characters)"
             error = WsRequestError(INVALID_ARGUMENT, f"invalid argument: {shown!r} ({exc})")
             conn.error(None, error)
         except WsRequestError as exc:
             conn.error(request_id, exc)
+        return None
 
     # ---- requests
     def _ping(self, conn: Connection, request_id: Any, params: list) -> None:
@@ -403,14 +420,17 @@ class WsFeed:
         return unsubscribe
 
     @staticmethod
-    def _subscribe(conn: Connection, channel: str, method: str) -> None:
-        """Mark ``channel`` subscribed; a channel already subscribed on this connection is
-        refused, so repeated subscriptions cannot make the feed rebuild snapshot after
-        snapshot."""
+    def _refuse_repeat(conn: Connection, channel: str, method: str) -> None:
+        """Refuse a channel already subscribed on this connection, so repeated subscriptions
+        cannot make the feed build snapshot after snapshot."""
         if getattr(conn.subs, channel):
             raise WsRequestError(
                 INVALID_ARGUMENT, f"invalid argument: {method} is already subscribed"
             )
+
+    def _subscribe(self, conn: Connection, channel: str, method: str) -> None:
+        """Mark ``channel`` subscribed (refusing a repeat)."""
+        self._refuse_repeat(conn, channel, method)
         setattr(conn.subs, channel, True)
 
     def _check_symbol(self, params: list) -> None:
@@ -420,7 +440,7 @@ class WsFeed:
                 INVALID_ARGUMENT, f"invalid argument: symbol {symbol!r} is not listed"
             )
 
-    def _subscribe_kline(self, conn: Connection, request_id: Any, params: list) -> None:
+    def _subscribe_kline(self, conn: Connection, request_id: Any, params: list) -> Awaitable[None]:
         self._check_symbol(params)
         resolution = params[1] if len(params) > 1 else None
         if resolution != self.market.resolution_s:
@@ -429,9 +449,20 @@ class WsFeed:
                 f"invalid argument: resolution {resolution!r}; this exchange replays "
                 f"{self.market.data.timeframe} bars only ({self.market.resolution_s})",
             )
-        self._subscribe(conn, "kline", "kline_p")
+        self._refuse_repeat(conn, "kline", "kline_p")
         conn.reply(request_id, {"status": "success"})
-        conn.push(self._kline_snapshot())
+        return self._send_kline_snapshot(conn)
+
+    async def _send_kline_snapshot(self, conn: Connection) -> None:
+        """Push the kline snapshot, then subscribe ``conn`` to incrementals (none reaches it
+        before the snapshot)."""
+        try:
+            conn.push(await self._kline_snapshot())
+        except Exception:  # a failed build must not end the connection's handler
+            log.exception("ws kline snapshot failed")
+            conn.error(None, WsRequestError(INVALID_ARGUMENT, "kline_p snapshot failed"))
+            return
+        conn.subs.kline = True
 
     def _subscribe_trades(self, conn: Connection, request_id: Any, params: list) -> None:
         self._check_symbol(params)
@@ -567,39 +598,64 @@ class WsFeed:
         self._sequence += 1
         return self._sequence
 
-    def _kline_snapshot(self) -> str:
+    async def _kline_snapshot(self) -> str:
         """The kline snapshot: the last :attr:`kline_snapshot_bars` closed bars and the forming
-        one. Its rows are serialised once per clock position and reused by every subscriber
-        until the clock moves (building them takes milliseconds on the event loop)."""
-        lo = max(self._closed - self.kline_snapshot_bars, 0)
-        key = (lo, self._closed, self._forming)
-        if self._snapshot_rows is None or self._snapshot_rows[0] != key:
-            self._snapshot_rows = (key, _dumps(self._kline_rows(lo, self._closed)))
+        one, as of the pump's clock when it is sent.
+
+        Its rows (about 95 kB of JSON for 1,000 bars, some milliseconds of work) are built in
+        a worker thread, once per clock position, and shared by every subscriber: the event
+        loop keeps serving other clients meanwhile. A build the clock overtakes is redone;
+        after :data:`SNAPSHOT_ATTEMPTS` the rows are built here, so the snapshot is current.
+        """
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            key = self._snapshot_key()
+            if self._snapshot is None or self._snapshot[0] != key:
+                build = asyncio.ensure_future(asyncio.to_thread(self._snapshot_rows, key))
+                self._snapshot = (key, build)
+            try:
+                rows = await asyncio.shield(self._snapshot[1])
+            except Exception:
+                self._snapshot = None  # do not serve a failed build to later subscribers
+                raise
+            if key == self._snapshot_key():
+                break
+        else:
+            key = self._snapshot_key()
+            rows = self._snapshot_rows(key)
         sequence = self._next_sequence()
         symbol = _dumps(self._symbol)
-        rows = self._snapshot_rows[1]
         return f'{{"kline_p":{rows},"sequence":{sequence},"symbol":{symbol},"type":"snapshot"}}'
+
+    def _snapshot_key(self) -> SnapshotKey:
+        """(first closed bar, closed bars, forming bar) of a snapshot at the pump's clock."""
+        return max(self._closed - self.kline_snapshot_bars, 0), self._closed, self._forming
+
+    def _snapshot_rows(self, key: SnapshotKey) -> str:
+        """The snapshot's rows as JSON; reads only immutable data, so any thread may call it."""
+        lo, hi, forming = key
+        return _dumps(self._kline_rows(lo, hi, forming))
 
     def _kline_message(self, lo: int, hi: int, kind: str) -> str:
         """Closed bars ``lo .. hi - 1`` and the candle forming at the pump's time, newest first."""
         message = {
-            "kline_p": self._kline_rows(lo, hi),
+            "kline_p": self._kline_rows(lo, hi, self._forming),
             "sequence": self._next_sequence(),
             "symbol": self._symbol,
             "type": kind,
         }
         return _dumps(message)
 
-    def _kline_rows(self, lo: int, hi: int) -> list[list[Any]]:
-        """Rows of closed bars ``lo .. hi - 1`` and of the forming candle, newest first."""
+    def _kline_rows(self, lo: int, hi: int, forming: int | None) -> list[list[Any]]:
+        """Rows of closed bars ``lo .. hi - 1`` and of the candle of bar ``forming`` (None for
+        none), newest first."""
         market = self.market
         res = market.resolution_s
         d = market.data
         rows = []
-        if self._forming is not None:
+        if forming is not None:
             # No trade yet: the candle stands at the last close (see the module doc).
-            last = dec(d.close[self._forming - 1]) if self._forming else dec(d.open[0])
-            open_s = int(d.timestamp[self._forming]) // 1000
+            last = dec(d.close[forming - 1]) if forming else dec(d.open[0])
+            open_s = int(d.timestamp[forming]) // 1000
             rows.append([open_s, res, last, last, last, last, last, "0", "0"])
         if hi > lo:
             klines = market.klines(int(d.timestamp[lo]), int(d.timestamp[hi - 1]), hi - lo)
