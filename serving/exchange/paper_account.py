@@ -234,6 +234,6 @@ def warm_up_account_kernels(spec: ContractSpec, slippage: SlippageModel | None =
     account.unrealised_pnl(price)
     account.equity(price)
     account.margin_ratio(price)
-    _ = account.liquidation_price
+    _ = account.liquidation_price, account.position_margin
     account.settle_funding(0.0001, price)
     account.check_liquidation(price / 100, price * 100)

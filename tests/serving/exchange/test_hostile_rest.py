@@ -196,3 +196,55 @@ def test_request_expiry_is_bounded_to_five_minutes_ahead(paper_server, paper_cli
     response = send(paper_server, "GET", "/g-accounts/accountPositions", query="currency=USDT",
                     expiry=ten_years)  # fmt: skip
     assert response.status_code == 401 and f"expiry {ten_years} is more than" in response.text
+
+
+FIRST_REQUESTS = """
+import json
+from numba.core.dispatcher import Dispatcher
+
+import envs.account
+from envs.client import make_phemex_client
+from envs.data.store import load_market_data
+from serving.exchange.clock import ReplayClock
+from serving.exchange.market import ReplayMarket
+from serving.exchange.server import ExchangeServer
+
+
+def compiled():
+    kernels = vars(envs.account).items()
+    return {n: sorted(map(str, k.signatures)) for n, k in kernels if isinstance(k, Dispatcher)}
+
+
+data = load_market_data("BTC/USDT:USDT", "5m")
+clock = ReplayClock(int(data.timestamp[300]) + data.timeframe_ms, data.timeframe_ms)
+with ExchangeServer(ReplayMarket(data, clock=clock)) as server:
+    at_start = compiled()
+    client = make_phemex_client(
+        base_url=server.base_url, api_key="paper-key", secret="paper-secret", rate_limit=False
+    )
+    client.load_markets()
+    client.fetch_balance()
+    client.create_order("BTC/USDT:USDT", "market", "buy", 0.01)
+    client.create_order("BTC/USDT:USDT", "limit", "sell", 0.01, 1_000_000, {"reduceOnly": True})
+    clock.step(3)
+    client.fetch_positions(["BTC/USDT:USDT"])
+    client.fetch_balance()
+    print(json.dumps({"at_start": at_start, "after_requests": compiled()}))
+"""
+
+
+@pytest.mark.slow
+def test_the_first_requests_compile_nothing_on_the_event_loop():
+    """The account kernels' first call compiles (or loads) them: seconds in which the event
+    loop, and every client, waited. A fresh process shows they are ready before the server
+    listens: the first requests add no compiled signature."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_REQUESTS], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    kernels = json.loads(done.stdout.splitlines()[-1])
+    assert kernels["at_start"]["apply_fill"], "the server started with cold kernels"
+    assert kernels["after_requests"] == kernels["at_start"]
