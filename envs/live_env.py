@@ -29,10 +29,11 @@ import numpy as np
 
 from envs import account as acc
 from envs import replay
+from envs.bar import Bar
 from envs.config import EnvConfig
 from envs.features import DEFAULT_FEATURES, FeatureMatrix, FeaturePipeline
 from envs.market import ContractSpec
-from envs.streams.base import Bar, BarStream, bars_to_market
+from envs.streams.base import BarStream, bars_to_market
 from envs.streams.loop import LoopThread
 from envs.trading_env import EnvLayout
 
@@ -212,7 +213,7 @@ class LiveTradingEnv(gym.Env):
             "equity": e[replay.EP_EQUITY],
             "position": a[acc.QTY],
             "price": last.close,
-            "time_ms": last.timestamp,
+            "time_ms": last.open_ms,
             "fees_paid": a[acc.FEES],
             "funding_paid": a[acc.FUNDING],
             "n_trades": int(a[acc.TRADES]),

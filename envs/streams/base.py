@@ -1,36 +1,15 @@
-"""The stream abstraction: closed bars, one at a time, in order, each exactly once."""
+"""The stream abstraction: closed :class:`envs.bar.Bar` s, one at a time, in order, each
+exactly once."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from envs.bar import Bar
 from envs.data.market_data import MarketData
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One closed bar.
-
-    Attributes:
-        timestamp: bar open time, ms since the epoch (UTC).
-        open, high, low, close: prices in quote currency (USDT).
-        volume: traded quantity in contracts (base units).
-        funding_rate: funding rate (fraction per interval) settled at this bar's open, as
-            :attr:`envs.data.market_data.MarketData.funding_rate` defines it: the sum of the
-            settlements in ``(previous bar's open, this bar's open]``.
-    """
-
-    timestamp: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    funding_rate: float = 0.0
 
 
 class BarStream(ABC):
@@ -72,7 +51,7 @@ def bars_to_market(
     return MarketData(
         symbol=symbol,
         timeframe=timeframe,
-        timestamp=np.fromiter((b.timestamp for b in bars), np.int64, len(bars)),
+        timestamp=np.fromiter((b.open_ms for b in bars), np.int64, len(bars)),
         open=np.fromiter((b.open for b in bars), np.float64, len(bars)),
         high=np.fromiter((b.high for b in bars), np.float64, len(bars)),
         low=np.fromiter((b.low for b in bars), np.float64, len(bars)),
@@ -80,17 +59,4 @@ def bars_to_market(
         volume=np.fromiter((b.volume for b in bars), np.float64, len(bars)),
         funding_rate=np.fromiter((b.funding_rate for b in bars), np.float64, len(bars)),
         source=source,
-    )
-
-
-def market_bar(market: MarketData, i: int) -> Bar:
-    """Bar ``i`` of ``market``."""
-    return Bar(
-        timestamp=int(market.timestamp[i]),
-        open=float(market.open[i]),
-        high=float(market.high[i]),
-        low=float(market.low[i]),
-        close=float(market.close[i]),
-        volume=float(market.volume[i]),
-        funding_rate=float(market.funding_rate[i]),
     )

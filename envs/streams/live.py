@@ -36,10 +36,11 @@ from typing import Any
 import ccxt
 import numpy as np
 
+from envs.bar import Bar
 from envs.data.market_data import timeframe_to_ms
 from envs.data.store import HOUR_MS, align_funding
 from envs.market import FUNDING_INTERVAL_MS
-from envs.streams.base import Bar, BarStream
+from envs.streams.base import BarStream
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class CcxtBarStream(BarStream):
         rows = await self._latest_rows(n, until) if n else []
         bars = await self._with_funding(rows)
         if bars:
-            self._cursor = self._known_through = bars[-1].timestamp
+            self._cursor = self._known_through = bars[-1].open_ms
         elif self.since is not None:
             self._cursor = self._known_through = self.since - self.timeframe_ms
         self._forming.clear()
@@ -326,7 +327,7 @@ class CcxtBarStream(BarStream):
                 break
             # Popped only after the await: a cancelled step must not lose the bar.
             rate = await self._bar_funding(self._cursor, ts)
-            self._ready.append(_bar(self._closed.pop(ts), rate))
+            self._ready.append(_bar(self._closed.pop(ts), self.timeframe_ms, rate))
             self._cursor = ts
         if self._cursor is not None:
             cursor = self._cursor
@@ -410,7 +411,7 @@ class CcxtBarStream(BarStream):
             )
         else:
             rates = align_funding(ts, self.timeframe, None, None, self.default_funding_rate)
-        return [_bar(c, float(r)) for c, r in zip(rows, rates, strict=True)]
+        return [_bar(c, self.timeframe_ms, float(r)) for c, r in zip(rows, rates, strict=True)]
 
     async def _bar_funding(self, previous: int | None, ts: int) -> float:
         """Funding settled in ``(previous, ts]`` (``previous`` defaults to one bar back)."""
@@ -449,6 +450,6 @@ def _row(row: Sequence[Any]) -> Row:
     return int(ts), float(o), float(h), float(lo), float(c), float(v or 0.0)
 
 
-def _bar(candle: Row, funding_rate: float) -> Bar:
+def _bar(candle: Row, timeframe_ms: int, funding_rate: float) -> Bar:
     ts, o, h, lo, c, v = candle
-    return Bar(ts, o, h, lo, c, v, funding_rate)
+    return Bar(ts, ts + timeframe_ms, o, h, lo, c, v, funding_rate)

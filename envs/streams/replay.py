@@ -6,8 +6,9 @@ import asyncio
 import math
 import time
 
+from envs.bar import Bar, market_bar
 from envs.data.market_data import MarketData
-from envs.streams.base import Bar, BarStream, market_bar
+from envs.streams.base import BarStream
 
 
 class ReplayBarStream(BarStream):

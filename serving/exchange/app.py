@@ -33,10 +33,12 @@ from serving.exchange.errors import Code, PhemexError
 from serving.exchange.faults import FaultConfig, fault_middleware
 from serving.exchange.klines import candle_window, check_resolution, last_candles
 from serving.exchange.market import Klines, ReplayMarket
-from serving.exchange.payloads import dec, ns
-from serving.exchange.private import ENGINE, RATE_LIMITER, private
+from serving.exchange.params import integer_param
+from serving.exchange.payloads import dec, kline_rows, ns
+from serving.exchange.private import ENGINE, MAX_BODY_BYTES, RATE_LIMITER, private
 from serving.exchange.ratelimit import RateLimitConfig, RateLimiter
 from serving.exchange.responses import error_response, md_result, ok
+from serving.exchange.ws import add_websocket
 
 __all__ = ["ENGINE", "FAULTS", "MARKET", "REQUEST_LOG", "PhemexError", "create_app", "dec"]
 
@@ -118,7 +120,8 @@ def create_app(
     if engine.market is not market:
         raise ValueError("the engine must trade the market the app serves")
     app = web.Application(
-        middlewares=[_request_log_middleware, fault_middleware(faults), _phemex_error_middleware]
+        middlewares=[_request_log_middleware, fault_middleware(faults), _phemex_error_middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[MARKET] = market
     app[FAULTS] = faults
@@ -129,9 +132,6 @@ def create_app(
     app.add_routes(private)
     app.add_routes(catalogue.routes)
     app.cleanup_ctx.append(_clock_ticker)
-    # Imported here: the WebSocket feed builds on this module's payload helpers.
-    from serving.exchange.ws import add_websocket
-
     add_websocket(app, market, faults, engine)
     return app
 
@@ -339,21 +339,6 @@ async def trades(request: web.Request) -> web.Response:
 # Payloads
 
 
-def kline_rows(klines: Klines, resolution_s: int) -> list[list[Any]]:
-    """Phemex kline rows: ``[open_s, resolution, lastClose, open, high, low, close, volume, turnover]``.
-
-    Turnover (quote volume) is approximated as close x volume: the candles carry none.
-    """
-    columns = [
-        [dec(x) for x in getattr(klines, name).tolist()]
-        for name in ("last_close", "open", "high", "low", "close", "volume")
-    ]
-    turnover = [dec(x) for x in (klines.close * klines.volume).tolist()]
-    seconds = (klines.timestamp // 1000).tolist()
-    return [
-        [ts, resolution_s, *values, quote]
-        for ts, *values, quote in zip(seconds, *columns, turnover, strict=True)
-    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,13 +382,7 @@ def _require(request: web.Request, name: str, *, md: bool = False) -> str:
 
 
 def _int_param(request: web.Request, name: str) -> int:
-    text = _require(request, name)
-    try:
-        return int(text)
-    except ValueError:
-        raise PhemexError(
-            30000, f"Please double check input arguments: {name}={text!r} is not an integer"
-        ) from None
+    return integer_param(name, _require(request, name))
 
 
 def _opt_int_param(request: web.Request, name: str) -> int | None:

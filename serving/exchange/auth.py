@@ -4,7 +4,10 @@ A private request carries ``x-phemex-access-token`` (the API key),
 ``x-phemex-request-expiry`` (epoch seconds after which it is void) and
 ``x-phemex-request-signature`` = hex HMAC-SHA256(secret, path + queryString + expiry + body),
 where ``queryString`` is the raw query string as sent (no ``?``) and ``body`` the raw JSON body
-of a POST. Expiry is checked against the machine's wall clock, as ccxt computes it from its own.
+of a POST. Expiry is checked against the machine's wall clock, as ccxt computes it from its own,
+and may lie at most :data:`MAX_EXPIRY_AHEAD_S` ahead of it: a request captured on the way
+cannot be replayed later than that (ccxt signs REST requests 60 s ahead, ``user.auth`` 120 s).
+The signature is checked on the raw body bytes, before anything parses them.
 """
 
 from __future__ import annotations
@@ -19,19 +22,47 @@ from serving.exchange.errors import Code, PhemexError
 ACCESS_TOKEN = "x-phemex-access-token"
 EXPIRY = "x-phemex-request-expiry"
 SIGNATURE = "x-phemex-request-signature"
+MAX_EXPIRY_AHEAD_S = 300
+"""Furthest a request's expiry may lie ahead of the server's clock, seconds."""
 
 
-def sign(secret: str, path: str, query_string: str, expiry: int | str, body: str = "") -> str:
-    """The hex signature of a request (what a client puts in ``x-phemex-request-signature``)."""
-    message = f"{path}{query_string}{expiry}{body}".encode()
+def sign(
+    secret: str, path: str, query_string: str, expiry: int | str, body: str | bytes = b""
+) -> str:
+    """The hex signature of a request (what a client puts in ``x-phemex-request-signature``);
+    a ``str`` body is signed as its UTF-8 bytes, as ccxt sends it."""
+    raw = body.encode() if isinstance(body, str) else body
+    message = f"{path}{query_string}{expiry}".encode() + raw
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def check_expiry(expiry: int, now_s: float | None = None) -> None:
+    """Refuse an ``expiry`` (epoch seconds) that has passed or lies more than
+    :data:`MAX_EXPIRY_AHEAD_S` ahead of ``now_s`` (default: the wall clock).
+
+    Raises:
+        PhemexError: HTTP 401, code 401 (ccxt: AuthenticationError), naming the expiry.
+    """
+    now = time.time() if now_s is None else now_s
+    if expiry < now:
+        # Phemex's wording is undocumented; code 401 makes ccxt raise AuthenticationError.
+        raise PhemexError(
+            Code.AUTH, f"401 Request expired at {expiry}, server time {int(now)}", http_status=401
+        )
+    if expiry > now + MAX_EXPIRY_AHEAD_S:
+        raise PhemexError(
+            Code.AUTH,
+            f"401 Request expiry {expiry} is more than {MAX_EXPIRY_AHEAD_S} s after server "
+            f"time {int(now)}",
+            http_status=401,
+        )
 
 
 def verify(
     headers: dict[str, str] | object,
     path: str,
     query_string: str,
-    body: str,
+    body: bytes,
     secret_for: Callable[[str], str | None],
     now_s: float | None = None,
 ) -> str:
@@ -39,7 +70,7 @@ def verify(
 
     Args:
         headers: the request headers (case-insensitive mapping).
-        path, query_string, body: the URL path, the raw query string, the raw body.
+        path, query_string, body: the URL path, the raw query string, the raw body bytes.
         secret_for: the secret of an API key, None for an unknown key.
         now_s: wall-clock seconds (default ``time.time()``).
 
@@ -66,18 +97,11 @@ def verify(
     # bytes, not str: compare_digest raises TypeError on a non-ASCII str
     if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
         raise PhemexError(Code.API_KEY, "API Signature verification failed.", http_status=401)
-    try:
-        expiry = int(expiry_text)
-    except ValueError:
+    if not (expiry_text.isascii() and expiry_text.isdigit() and len(expiry_text) <= 12):
         raise PhemexError(
             Code.API_KEY,
             f"API Signature verification failed: expiry {expiry_text!r} is not epoch seconds",
             http_status=401,
-        ) from None
-    now = time.time() if now_s is None else now_s
-    if expiry < now:
-        # Phemex's wording is undocumented; code 401 makes ccxt raise AuthenticationError.
-        raise PhemexError(
-            Code.AUTH, f"401 Request expired at {expiry}, server time {int(now)}", http_status=401
         )
+    check_expiry(int(expiry_text), now_s)
     return api_key

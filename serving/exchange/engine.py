@@ -25,7 +25,7 @@ the same equity, fees and funding. An order never fills at a price from before i
 
 **Events.** After every change of an account the engine calls each listener with an
 :class:`AccountEvent` in Phemex's AOP format; after every bar close each bar listener gets the
-:class:`~serving.exchange.market.Bar`. Listeners run synchronously on the thread that made the
+:class:`~envs.bar.Bar`. Listeners run synchronously on the thread that made the
 change (the server's event loop, for requests and its clock ticker) while the engine's lock
 is held: they must be quick and must not block - hand the event to your own loop with
 ``loop.call_soon_threadsafe``. A listener that raises is logged and skipped.
@@ -46,10 +46,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs.account import WALLET, OrderRefused, PerpAccount, SlippageModel
+from envs.bar import Bar
 from serving.exchange import matching, payloads
 from serving.exchange.accounts import DEFAULT_ACCOUNT, AccountConfig, check_unique
 from serving.exchange.errors import Code, PhemexError
-from serving.exchange.market import Bar, ReplayMarket
+from serving.exchange.market import ReplayMarket
 from serving.exchange.matching import Action
 from serving.exchange.order_rules import check_order_values, check_symbol, refusal_error
 from serving.exchange.orders import (
@@ -496,7 +497,7 @@ class ExchangeEngine:
         """Enter ``order`` into matching at the open of ``bar``."""
         order.active_from_ms = bar.open_ms
         taker_price = acct.perp.market_fill_price(
-            bar.open, order.signed_qty, self._volume_before(bar.index)
+            bar.open, order.signed_qty, self._volume_before(self.market.index_of(bar))
         )
         decision = matching.at_open(order, bar.open, taker_price)
         if decision.action is Action.FILL:
@@ -618,7 +619,7 @@ class ExchangeEngine:
         order that waits for a later open, the same rule at the last price (a limit that
         would rest is tried as a maker at its price)."""
         if bar is not None:
-            ref, volume = bar.open, self._volume_before(bar.index)
+            ref, volume = bar.open, self._volume_before(self.market.index_of(bar))
         else:
             ref, volume = self._last_price(), self._volume_before(self._closed)
         decision = matching.at_open(

@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from envs.bar import Bar, market_bar
 from envs.data.market_data import MarketData
 from envs.market import BTCUSDT, ContractSpec, round_to_step
 
@@ -49,22 +50,6 @@ class FixedClock:
     def advance_to(self, ms: int) -> None:
         """Move to ``ms`` if it is later (the engine restores a saved time this way)."""
         self.ms = max(self.ms, int(ms))
-
-
-@dataclass(frozen=True)
-class Bar:
-    """Bar ``index`` of the replay. Prices USDT, volume contracts; ``funding_rate`` is the rate
-    settled at this bar's open (:attr:`envs.data.market_data.MarketData.funding_rate`)."""
-
-    index: int
-    open_ms: int
-    close_ms: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    funding_rate: float
 
 
 @dataclass(frozen=True)
@@ -175,18 +160,11 @@ class ReplayMarket:
 
     def bar(self, index: int) -> Bar:
         """Bar ``index`` (0-based), whether or not it has closed: the engine's view."""
-        d = self.data
-        return Bar(
-            index=index,
-            open_ms=int(d.timestamp[index]),
-            close_ms=int(self._close_time[index]),
-            open=float(d.open[index]),
-            high=float(d.high[index]),
-            low=float(d.low[index]),
-            close=float(d.close[index]),
-            volume=float(d.volume[index]),
-            funding_rate=float(d.funding_rate[index]),
-        )
+        return market_bar(self.data, index)
+
+    def index_of(self, bar: Bar) -> int:
+        """The index of ``bar`` (one of this replay's bars) in the replay."""
+        return int(np.searchsorted(self.data.timestamp, bar.open_ms))
 
     def open_time_ms(self, index: int) -> int:
         return int(self.data.timestamp[index])

@@ -8,6 +8,8 @@ codes Phemex answers with so ccxt raises the same exception classes.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from envs.account import FillResult
 from envs.market import ContractSpec
 from serving.exchange.errors import Code, PhemexError
@@ -16,7 +18,7 @@ from serving.exchange.orders import Order, OrdType
 MAX_PRICE = 2_000_000_000.0
 """Highest order price the products list advertises (``maxPriceRp``), USDT."""
 _STEP_TOLERANCE = 1e-6
-"""Fraction of a tick/lot a value may be off a multiple (decimal strings parsed to floats)."""
+"""Fraction of the maximum quantity an order may exceed it by (float noise)."""
 
 
 def check_symbol(spec: ContractSpec, symbol: str) -> None:
@@ -85,5 +87,6 @@ def refusal_error(result: FillResult, order: Order, position: float, price: floa
 
 
 def _on_grid(value: float, step: float) -> bool:
-    steps = value / step
-    return abs(steps - round(steps)) <= _STEP_TOLERANCE
+    """Whether ``value`` is an exact multiple of ``step``, judged on their shortest decimal
+    forms (what the client sent: ``0.0010000001`` is not on a 0.001 lot)."""
+    return Decimal(repr(value)) % Decimal(repr(step)) == 0

@@ -6,10 +6,11 @@ Money and prices are USDT, quantities contracts, times market-clock ms.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from envs.account import PerpAccount, SlippageModel
+from envs.account import OrderRefused, PerpAccount, SlippageModel
 from envs.market import ContractSpec
 from serving.exchange.accounts import AccountConfig
 from serving.exchange.errors import Code, PhemexError
@@ -231,3 +232,27 @@ class PaperAccount:
             updated_ms=row["updated_ms"],
             exec_seq=row["exec_seq"],
         )
+
+
+def warm_up_account_kernels(spec: ContractSpec, slippage: SlippageModel | None = None) -> None:
+    """Run a scratch account through every operation the engine uses, so that the account
+    model's numba kernels are compiled (or loaded from numba's cache) now.
+
+    Their first call takes seconds; made inside a request or a clock tick it would freeze the
+    exchange's event loop - and every client - that long. The server calls this before it
+    starts listening.
+    """
+    price = spec.round_price(max(1_000.0, 1_000 * spec.tick_size))
+    qty = max(spec.round_qty(10 * spec.min_notional / price), spec.min_qty, spec.lot_size)
+    leverage = min(10.0, spec.max_leverage)
+    account = PerpAccount(spec, balance=1e9, leverage=leverage, slippage=slippage)
+    with contextlib.suppress(OrderRefused):  # a refusal is computed by the kernels too
+        account.fill(qty, account.market_fill_price(price, qty, 1.0), "taker")
+        account.fill(-qty, price, "maker", reduce_only=True)
+    account.fill(qty, price, "maker")
+    account.unrealised_pnl(price)
+    account.equity(price)
+    account.margin_ratio(price)
+    _ = account.liquidation_price, account.position_margin
+    account.settle_funding(0.0001, price)
+    account.check_liquidation(price / 100, price * 100)

@@ -11,6 +11,7 @@ and ccxt's recorded responses (see ``phemex-protocol.md``):
 * :func:`trading_list_row` - ``/exchange/order/v2/tradingList``;
 * :func:`funding_fee_row` - ``/api-data/g-futures/funding-fees``;
 * :func:`account_row`, :func:`position_row` - ``/g-accounts/accountPositions``;
+* :func:`kline_rows` - kline rows of the REST kline endpoints and the ``kline_p`` stream;
 * :func:`aop` and friends - the WebSocket account-order-position feed.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 from serving.exchange.orders import Execution, Order, OrdStatus, OrdType, Side, TradeType
 
 if TYPE_CHECKING:
+    from serving.exchange.market import Klines
     from serving.exchange.paper_account import AccountView, PositionView
 
 ZERO_EXEC_ID = "00000000-0000-0000-0000-000000000000"
@@ -60,6 +62,23 @@ def num(x: float) -> str:
 def ns(ms: int) -> int:
     """Milliseconds to Phemex's nanosecond timestamps."""
     return int(ms) * 1_000_000
+
+
+def kline_rows(klines: Klines, resolution_s: int) -> list[list[Any]]:
+    """Phemex kline rows: ``[open_s, resolution, lastClose, open, high, low, close, volume, turnover]``.
+
+    Turnover (quote volume) is approximated as close x volume: the candles carry none.
+    """
+    columns = [
+        [dec(x) for x in getattr(klines, name).tolist()]
+        for name in ("last_close", "open", "high", "low", "close", "volume")
+    ]
+    turnover = [dec(x) for x in (klines.close * klines.volume).tolist()]
+    seconds = (klines.timestamp // 1000).tolist()
+    return [
+        [ts, resolution_s, *values, quote]
+        for ts, *values, quote in zip(seconds, *columns, turnover, strict=True)
+    ]
 
 
 def _price(order: Order) -> str:

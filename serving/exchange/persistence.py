@@ -9,14 +9,23 @@ the accounts config at every start.
 The engine writes through: each request or clock step that changed something is one
 transaction (WAL journal, ``synchronous=NORMAL``: a crash loses at most the last few
 transactions, never corrupts the file).
+
+One exchange per file: the store holds an exclusive lock on ``<file>.lock`` (``flock``, so
+the kernel drops it when the holder exits, even by a crash) with the holder's pid, host and
+start time in it; a second store on the same file raises :class:`StateLocked` naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
+import socket
 import sqlite3
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,25 +57,76 @@ CREATE INDEX IF NOT EXISTS executions_by_account ON executions (api_key, seq);
 """
 
 
+class StateLocked(RuntimeError):
+    """Another exchange holds the state file; the message names it (pid, host, start time)."""
+
+
+class StateFileLock:
+    """An exclusive, non-blocking lock on ``<path>.lock`` that records who holds it.
+
+    Raises:
+        StateLocked: another process (or another store in this one) holds the lock.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace").strip() or "an unknown process"
+            os.close(fd)
+            raise StateLocked(
+                f"{path} is in use by another paper exchange ({holder}); stop it or pass "
+                "another --state file"
+            ) from None
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        holder = (
+            f"pid {os.getpid()} on {socket.gethostname()}, since {started}: {' '.join(sys.argv)}"
+        )
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
 class StateStore:
     """The exchange's state in the SQLite file ``path`` (created if missing).
 
     Thread-safe: the engine calls it under its own lock, but the connection is shared with
     whichever thread that is.
+
+    Raises:
+        StateLocked: another store (another ``exchange serve``) has the file open.
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._file_lock = StateFileLock(self.path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        version = self._meta("schema")
-        if version is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (json.dumps(SCHEMA_VERSION),))
-        elif version != SCHEMA_VERSION:
-            raise ValueError(f"{self.path}: state schema {version} is not {SCHEMA_VERSION}")
+        try:
+            self._db = self._open()
+        except BaseException:
+            self._file_lock.release()
+            raise
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (json.dumps(SCHEMA_VERSION),))
+        elif json.loads(row[0]) != SCHEMA_VERSION:
+            db.close()
+            raise ValueError(f"{self.path}: state schema {row[0]} is not {SCHEMA_VERSION}")
+        return db
 
     def load(self) -> dict[str, Any] | None:
         """The saved state (``meta``, ``accounts`` rows, ``orders``, ``executions``), or None
@@ -128,6 +188,7 @@ class StateStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._file_lock.release()
 
     def _meta(self, key: str) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

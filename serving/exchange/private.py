@@ -15,8 +15,6 @@ and hedged mode are refused with a message saying so.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,12 +32,15 @@ from serving.exchange.orders import (
     TimeInForce,
     TradeType,
 )
+from serving.exchange.params import decimal_param, integer_param, parse_json_object
 from serving.exchange.ratelimit import CONTRACT, OTHERS, RateLimiter
 from serving.exchange.responses import error_response, ok
 
 ENGINE = web.AppKey("engine", ExchangeEngine)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 
+MAX_BODY_BYTES = 16_384
+"""Largest request body accepted (an order is under 1 KiB); larger ones get a 30000 error."""
 HISTORY_MAX = 200
 """Rows per page of order and trade history (Phemex: ``limit`` max 200)."""
 CL_ORD_ID_MAX = 40
@@ -67,31 +68,14 @@ class Signed:
         return value
 
     def number(self, name: str, *, required: bool = False) -> float | None:
+        """A decimal parameter (:func:`serving.exchange.params.decimal_param`), None if absent."""
         value = self.require(name) if required else self.get(name)
-        if value is None:
-            return None
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            number = math.nan
-        if not math.isfinite(number):
-            raise PhemexError(
-                Code.INVALID_ARGUMENT,
-                f"Please double check input arguments: {name}={value!r} is not a number",
-            )
-        return number
+        return None if value is None else decimal_param(name, value)
 
     def integer(self, name: str, default: int | None = None) -> int | None:
+        """An integer parameter (:func:`serving.exchange.params.integer_param`), or ``default``."""
         value = self.get(name)
-        if value is None:
-            return default
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise PhemexError(
-                Code.INVALID_ARGUMENT,
-                f"Please double check input arguments: {name}={value!r} is not an integer",
-            ) from None
+        return default if value is None else integer_param(name, value)
 
     def flag(self, name: str) -> bool:
         value = self.get(name)
@@ -115,9 +99,10 @@ def endpoint(
     def wrap(handler: PrivateHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:
             engine = request.app[ENGINE]
-            body = await request.text() if request.method == "POST" else ""
             path, _, query_string = request.raw_path.partition("?")
             try:
+                body = await _read_body(request)
+                # The signature covers the raw bytes: nothing is parsed for an unknown caller.
                 api_key = verify(request.headers, path, query_string, body, engine.secret_for)
             except PhemexError as exc:
                 return error_response(exc)
@@ -140,16 +125,32 @@ def endpoint(
     return wrap
 
 
-def _params(request: web.Request, body: str) -> dict[str, Any]:
+async def _read_body(request: web.Request) -> bytes:
+    """The raw body of a POST (empty for other methods), at most :data:`MAX_BODY_BYTES`."""
+    if request.method != "POST":
+        return b""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise _body_too_large(request.content_length)
+    try:
+        return await request.read()  # aiohttp stops at client_max_size (chunked bodies too)
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise _body_too_large(exc.actual_size) from None
+
+
+def _body_too_large(size: int | None) -> PhemexError:
+    what = f"{size} bytes" if size is not None else "more than that"
+    return PhemexError(
+        Code.INVALID_ARGUMENT,
+        f"Please double check input arguments: the request body ({what}) is over the "
+        f"{MAX_BODY_BYTES}-byte limit",
+        http_status=413,
+    )
+
+
+def _params(request: web.Request, body: bytes) -> dict[str, Any]:
     if request.method != "POST":
         return dict(request.query)
-    try:
-        params = json.loads(body) if body else {}
-    except json.JSONDecodeError as exc:
-        raise PhemexError(Code.INVALID_ARGUMENT, f"request body is not JSON: {exc}") from None
-    if not isinstance(params, dict):
-        raise PhemexError(Code.INVALID_ARGUMENT, "request body must be a JSON object")
-    return params
+    return parse_json_object(body) if body else {}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from serving.exchange.app import FAULTS, REQUEST_LOG, RequestLog, create_app
 from serving.exchange.engine import ExchangeEngine
 from serving.exchange.faults import FaultConfig
 from serving.exchange.market import ReplayMarket
+from serving.exchange.paper_account import warm_up_account_kernels
 from serving.exchange.persistence import StateStore
 from serving.exchange.ratelimit import RateLimitConfig
 
@@ -43,7 +44,9 @@ class ExchangeServer:
         faults: faults to inject (default none).
         engine: a ready engine; else one is built from ``accounts``, ``state`` and ``slippage``.
         accounts: paper accounts (default: ``paper-key`` / ``paper-secret``, 10,000 USDT).
-        state: SQLite file to persist to and restore from; None keeps state in memory.
+        state: SQLite file to persist to and restore from; None keeps state in memory. One
+            server per file: a second one raises
+            :class:`~serving.exchange.persistence.StateLocked` naming the first.
         rate_limits: per-user REST limits (default Phemex's 500/100 per minute).
         slippage: the market-order slippage model (default 1 bp, the environment's default).
         host: interface to bind; keep the default loopback address unless told otherwise.
@@ -71,7 +74,12 @@ class ExchangeServer:
         self._store: StateStore | None = None
         if engine is None:
             self._store = StateStore(state) if state is not None else None
-            engine = ExchangeEngine(market, accounts, store=self._store, slippage=slippage)
+            try:
+                engine = ExchangeEngine(market, accounts, store=self._store, slippage=slippage)
+            except BaseException:
+                if self._store is not None:
+                    self._store.close()  # and its lock: the file is free for the next try
+                raise
         elif state is not None:
             raise ValueError("pass state= only when the server builds the engine")
         self.engine = engine
@@ -97,9 +105,11 @@ class ExchangeServer:
         return self.app[REQUEST_LOG]
 
     def start(self) -> ExchangeServer:
-        """Bind and start serving; returns once the port is open (raises if it cannot bind)."""
+        """Bind and start serving; returns once the port is open (raises if it cannot bind).
+        The account model's kernels are compiled first, not inside the first request."""
         if self._thread is not None:
             raise RuntimeError(f"ExchangeServer already running on {self.base_url}")
+        warm_up_account_kernels(self.engine.spec, self.engine.slippage)
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._error = None

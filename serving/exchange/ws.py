@@ -37,6 +37,12 @@ incremental carries the bars closed since the last one *and* that forming candle
 client that sees a newer candle has also seen its predecessor's final values; a client must
 never treat the newest candle as closed.
 
+**Hostile clients.** A connection holds one subscription per channel (a repeat is refused
+without a snapshot), sends at most :data:`REQUESTS_PER_S` requests a second (bursts of
+:data:`REQUEST_BURST`) in frames of at most :data:`MAX_REQUEST_BYTES`, and is answered one
+request at a time; kline snapshots are built off the event loop and shared (see
+:meth:`WsFeed._kline_snapshot`), so one client cannot stall the others.
+
 Faults (``FaultConfig.ws_*``): dropped incrementals, delayed messages, periodic disconnects.
 """
 
@@ -48,20 +54,23 @@ import hashlib
 import hmac
 import json
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from serving.exchange.app import kline_rows
+from serving.exchange.auth import check_expiry
+from serving.exchange.errors import PhemexError
 from serving.exchange.faults import FaultConfig
 from serving.exchange.klines import candle_window
 from serving.exchange.market import BOOK_DEPTH, TRADES_PER_BAR, OrderBook, PublicTrade, ReplayMarket
-from serving.exchange.payloads import dec, ns
+from serving.exchange.params import loads
+from serving.exchange.payloads import dec, kline_rows, ns
 
 log = logging.getLogger(__name__)
+
+SnapshotKey = tuple[int, int, int | None]
 
 WS_PATH = "/ws"
 POLL_INTERVAL_S = 0.005
@@ -76,6 +85,17 @@ CLOSE_TIMEOUT_S = 2.0
 """How long a server-side close waits for the client's close frame."""
 SEND_QUEUE_LIMIT = 10_000
 """Messages queued for one connection before it is closed as a slow consumer (code 1013)."""
+MAX_REQUEST_BYTES = 4096
+"""Largest request frame; a larger one closes the connection (code 1009, message too big)."""
+REQUESTS_PER_S = 20.0
+"""Requests one connection may send per second, on average..."""
+REQUEST_BURST = 40
+"""...and at once. A request over the rate gets an error reply and no work is done for it."""
+MAX_REFUSED_REQUESTS = 100
+"""Requests refused for the rate before the connection is closed (code 1008)."""
+SNAPSHOT_ATTEMPTS = 3
+"""Kline snapshot builds off the event loop before one is made on it (a clock that closes
+bars faster than a build takes)."""
 TICKER_FIELDS = [
     "symbol",
     "openRp",
@@ -92,7 +112,10 @@ TICKER_FIELDS = [
 ]
 
 INVALID_ARGUMENT = 6001
-"""Phemex's WebSocket code for a bad request (unknown method, symbol or resolution)."""
+"""Phemex's WebSocket code for a bad request (unknown method, symbol or resolution, a channel
+already subscribed on the connection)."""
+TOO_MANY_REQUESTS = 39995
+"""Phemex's code for too many requests (ccxt: RateLimitExceeded)."""
 AUTH_FAILED = 6012
 """Phemex's WebSocket code for a failed ``user.auth`` or a private channel without it."""
 
@@ -149,9 +172,40 @@ class Connection:
         self.api_key: str | None = None
         self.dropped = 0
         """Incrementals lost to the ``ws_drop_rate`` fault."""
-        self._queue: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[float, str | None]] = asyncio.Queue()
+        """(due time, text); None closes the socket once what is queued before it is sent."""
         self._loop = asyncio.get_running_loop()
         self._closing: asyncio.Task | None = None
+        self._tokens = float(REQUEST_BURST)
+        self._refilled_at = self._loop.time()
+        self.refused = 0
+        """Requests refused for exceeding :data:`REQUESTS_PER_S`."""
+        self._close_with: tuple[int, bytes] | None = None
+        """Code and reason of a close queued by :meth:`close_after_queued`."""
+
+    def admit(self) -> bool:
+        """Take one request from the connection's budget (:data:`REQUESTS_PER_S`, bursts of
+        :data:`REQUEST_BURST`); False when it is spent."""
+        now = self._loop.time()
+        self._tokens = min(REQUEST_BURST, self._tokens + (now - self._refilled_at) * REQUESTS_PER_S)
+        self._refilled_at = now
+        if self._tokens < 1.0:
+            self.refused += 1
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def close_soon(self, code: int, reason: bytes) -> None:
+        """Close the socket (once) without waiting for it here, dropping what is queued."""
+        if self._closing is None:
+            self._closing = self._loop.create_task(self.ws.close(code=code, message=reason))
+
+    def close_after_queued(self, code: int, reason: bytes) -> None:
+        """Close the socket (once) after sending what is already queued, so the client reads
+        every reply up to the close frame."""
+        if self._closing is None and self._close_with is None:
+            self._close_with = (code, reason)
+            self._queue.put_nowait((self._loop.time(), None))
 
     def push(self, text: str, *, droppable: bool = False) -> None:
         """Queue ``text``; an incremental (``droppable``) may be lost to ``ws_drop_rate``."""
@@ -161,9 +215,7 @@ class Connection:
         if self._queue.qsize() >= SEND_QUEUE_LIMIT:
             if self._closing is None:
                 log.warning("ws client %d messages behind: disconnecting it", SEND_QUEUE_LIMIT)
-                self._closing = self._loop.create_task(
-                    self.ws.close(code=1013, message=b"slow consumer")
-                )
+                self.close_soon(1013, b"slow consumer")
             return
         self._queue.put_nowait((self._loop.time() + self.faults.ws_delay_ms / 1000, text))
 
@@ -182,6 +234,10 @@ class Connection:
             if delay > 0:
                 await asyncio.sleep(delay)
             if self.ws.closed:
+                return
+            if text is None:
+                assert self._close_with is not None
+                self.close_soon(*self._close_with)
                 return
             try:
                 await self.ws.send_str(text)
@@ -226,11 +282,13 @@ class WsFeed:
         self._closed = _closed_at(market, self._now)
         self._forming = _forming_at(market, self._now)
         self._book: OrderBook | None = None
+        self._snapshot: tuple[SnapshotKey, asyncio.Future[str]] | None = None
+        """The kline snapshot rows (JSON) being built or built for one clock position."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._pump_task: asyncio.Task | None = None
         self._remove_listener: Callable[[], None] | None = None
-        self._methods: dict[str, Callable[[Connection, Any, list], None]] = {
+        self._methods: dict[str, Callable[[Connection, Any, list], Awaitable[None] | None]] = {
             "server.ping": self._ping,
             "kline_p.subscribe": self._subscribe_kline,
             "kline_p.unsubscribe": self._unsubscriber("kline"),
@@ -292,7 +350,9 @@ class WsFeed:
         """``GET /ws``: upgrade, then serve requests until either side closes."""
         # autoping answers ccxt's PING frames; no permessage-deflate: on loopback it only costs
         # CPU on both sides.
-        ws = web.WebSocketResponse(autoping=True, compress=False, timeout=CLOSE_TIMEOUT_S)
+        ws = web.WebSocketResponse(
+            autoping=True, compress=False, timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_REQUEST_BYTES
+        )
         await ws.prepare(request)
         conn = Connection(ws, self.faults)
         self.connections.add(conn)
@@ -303,7 +363,9 @@ class WsFeed:
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    self._on_request(conn, msg.data)
+                    pending = self._on_request(conn, msg.data)
+                    if pending is not None:  # this connection's next request waits for it
+                        await pending
         finally:
             self.connections.discard(conn)
             for task in tasks:
@@ -316,10 +378,18 @@ class WsFeed:
         await asyncio.sleep(seconds)
         await conn.ws.close(code=1001, message=b"disconnect fault")
 
-    def _on_request(self, conn: Connection, text: str) -> None:
+    def _on_request(self, conn: Connection, text: str) -> Awaitable[None] | None:
+        """Answer one request frame; a request with work off the event loop (a kline
+        snapshot) returns what to await before the connection's next request."""
         request_id = None
+        if not conn.admit():
+            if conn.refused >= MAX_REFUSED_REQUESTS:
+                conn.close_after_queued(1008, b"too many requests")
+            else:
+                conn.error(None, WsRequestError(TOO_MANY_REQUESTS, "Too many requests."))
+            return None
         try:
-            request = json.loads(text)
+            request = loads(text)
             if not isinstance(request, dict):
                 raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: request {text!r}")
             request_id = request.get("id")
@@ -330,11 +400,14 @@ class WsFeed:
                 raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: method {method!r}")
             if not isinstance(params, list):
                 raise WsRequestError(INVALID_ARGUMENT, f"invalid argument: params {params!r}")
-            handler(conn, request_id, params)
-        except json.JSONDecodeError:
-            conn.error(None, WsRequestError(INVALID_ARGUMENT, f"invalid argument: {text!r}"))
+            return handler(conn, request_id, params)
+        except ValueError as exc:  # not JSON, or JSON we refuse (see params.loads)
+            shown = text if len(text) <= 64 else f"{text[:64]}... ({len(text)} characters)"
+            error = WsRequestError(INVALID_ARGUMENT, f"invalid argument: {shown!r} ({exc})")
+            conn.error(None, error)
         except WsRequestError as exc:
             conn.error(request_id, exc)
+        return None
 
     # ---- requests
     def _ping(self, conn: Connection, request_id: Any, params: list) -> None:
@@ -347,6 +420,20 @@ class WsFeed:
 
         return unsubscribe
 
+    @staticmethod
+    def _refuse_repeat(conn: Connection, channel: str, method: str) -> None:
+        """Refuse a channel already subscribed on this connection, so repeated subscriptions
+        cannot make the feed build snapshot after snapshot."""
+        if getattr(conn.subs, channel):
+            raise WsRequestError(
+                INVALID_ARGUMENT, f"invalid argument: {method} is already subscribed"
+            )
+
+    def _subscribe(self, conn: Connection, channel: str, method: str) -> None:
+        """Mark ``channel`` subscribed (refusing a repeat)."""
+        self._refuse_repeat(conn, channel, method)
+        setattr(conn.subs, channel, True)
+
     def _check_symbol(self, params: list) -> None:
         symbol = params[0] if params else None
         if symbol != self._symbol:
@@ -354,7 +441,7 @@ class WsFeed:
                 INVALID_ARGUMENT, f"invalid argument: symbol {symbol!r} is not listed"
             )
 
-    def _subscribe_kline(self, conn: Connection, request_id: Any, params: list) -> None:
+    def _subscribe_kline(self, conn: Connection, request_id: Any, params: list) -> Awaitable[None]:
         self._check_symbol(params)
         resolution = params[1] if len(params) > 1 else None
         if resolution != self.market.resolution_s:
@@ -363,28 +450,38 @@ class WsFeed:
                 f"invalid argument: resolution {resolution!r}; this exchange replays "
                 f"{self.market.data.timeframe} bars only ({self.market.resolution_s})",
             )
-        conn.subs.kline = True
+        self._refuse_repeat(conn, "kline", "kline_p")
         conn.reply(request_id, {"status": "success"})
-        lo = max(self._closed - self.kline_snapshot_bars, 0)
-        conn.push(self._kline_message(lo, self._closed, "snapshot"))
+        return self._send_kline_snapshot(conn)
+
+    async def _send_kline_snapshot(self, conn: Connection) -> None:
+        """Push the kline snapshot, then subscribe ``conn`` to incrementals (none reaches it
+        before the snapshot)."""
+        try:
+            conn.push(await self._kline_snapshot())
+        except Exception:  # a failed build must not end the connection's handler
+            log.exception("ws kline snapshot failed")
+            conn.error(None, WsRequestError(INVALID_ARGUMENT, "kline_p snapshot failed"))
+            return
+        conn.subs.kline = True
 
     def _subscribe_trades(self, conn: Connection, request_id: Any, params: list) -> None:
         self._check_symbol(params)
-        conn.subs.trades = True
+        self._subscribe(conn, "trades", "trade_p")
         conn.reply(request_id, {"status": "success"})
         trades = self._trades_of_bars(self._closed, TRADE_SNAPSHOT_TRADES)
         conn.push(self._trades_message(trades, "snapshot"))
 
     def _subscribe_book(self, conn: Connection, request_id: Any, params: list) -> None:
         self._check_symbol(params)
-        conn.subs.book = True
+        self._subscribe(conn, "book", "orderbook_p")
         conn.reply(request_id, {"status": "success"})
         if self._book is None:
             self._book = self.market.order_book()
         conn.push(self._book_message(_levels(self._book), "snapshot"))
 
     def _subscribe_ticker(self, conn: Connection, request_id: Any, params: list) -> None:
-        conn.subs.ticker = True
+        self._subscribe(conn, "ticker", "perp_market24h_pack_p")
         conn.reply(request_id, {"status": "success"})
         message = self._ticker_message()
         if message is not None:
@@ -399,8 +496,8 @@ class WsFeed:
         secret = self.engine.secret_for(api_key) if isinstance(api_key, str) else None
         if secret is None:
             raise WsRequestError(AUTH_FAILED, f"Api key not found: {api_key!r}")
-        if not isinstance(expiry, int) or expiry < time.time():
-            raise WsRequestError(AUTH_FAILED, f"expired or invalid expiry {expiry!r}")
+        if not isinstance(expiry, int) or isinstance(expiry, bool):
+            raise WsRequestError(AUTH_FAILED, f"invalid expiry {expiry!r}: not epoch seconds")
         expected = hmac.new(
             secret.encode(), f"{api_key}{expiry}".encode(), hashlib.sha256
         ).hexdigest()
@@ -409,13 +506,17 @@ class WsFeed:
             signature.encode(), expected.encode()
         ):
             raise WsRequestError(AUTH_FAILED, "API Signature verification failed")
+        try:
+            check_expiry(expiry)
+        except PhemexError as exc:
+            raise WsRequestError(AUTH_FAILED, exc.msg) from None
         conn.api_key = api_key
         conn.reply(request_id, {"status": "success"})
 
     def _subscribe_account(self, conn: Connection, request_id: Any, params: list) -> None:
         if conn.api_key is None or self.engine is None:
             raise WsRequestError(AUTH_FAILED, "aop_p.subscribe needs a successful user.auth")
-        conn.subs.account = True
+        self._subscribe(conn, "account", "aop_p")
         conn.reply(request_id, {"status": "success"})
         snapshot = self.engine.account_snapshot(conn.api_key)
         envelope = {
@@ -498,29 +599,71 @@ class WsFeed:
         self._sequence += 1
         return self._sequence
 
+    async def _kline_snapshot(self) -> str:
+        """The kline snapshot: the last :attr:`kline_snapshot_bars` closed bars and the forming
+        one, as of the pump's clock when it is sent.
+
+        Its rows (about 95 kB of JSON for 1,000 bars, some milliseconds of work) are built in
+        a worker thread, once per clock position, and shared by every subscriber: the event
+        loop keeps serving other clients meanwhile. A build the clock overtakes is redone;
+        after :data:`SNAPSHOT_ATTEMPTS` the rows are built here, so the snapshot is current.
+        """
+        for _ in range(SNAPSHOT_ATTEMPTS):
+            key = self._snapshot_key()
+            if self._snapshot is None or self._snapshot[0] != key:
+                build = asyncio.ensure_future(asyncio.to_thread(self._snapshot_rows, key))
+                self._snapshot = (key, build)
+            try:
+                rows = await asyncio.shield(self._snapshot[1])
+            except Exception:
+                self._snapshot = None  # do not serve a failed build to later subscribers
+                raise
+            if key == self._snapshot_key():
+                break
+        else:
+            key = self._snapshot_key()
+            rows = self._snapshot_rows(key)
+        sequence = self._next_sequence()
+        symbol = _dumps(self._symbol)
+        return f'{{"kline_p":{rows},"sequence":{sequence},"symbol":{symbol},"type":"snapshot"}}'
+
+    def _snapshot_key(self) -> SnapshotKey:
+        """(first closed bar, closed bars, forming bar) of a snapshot at the pump's clock."""
+        return max(self._closed - self.kline_snapshot_bars, 0), self._closed, self._forming
+
+    def _snapshot_rows(self, key: SnapshotKey) -> str:
+        """The snapshot's rows as JSON; reads only immutable data, so any thread may call it."""
+        lo, hi, forming = key
+        return _dumps(self._kline_rows(lo, hi, forming))
+
     def _kline_message(self, lo: int, hi: int, kind: str) -> str:
         """Closed bars ``lo .. hi - 1`` and the candle forming at the pump's time, newest first."""
+        message = {
+            "kline_p": self._kline_rows(lo, hi, self._forming),
+            "sequence": self._next_sequence(),
+            "symbol": self._symbol,
+            "type": kind,
+        }
+        return _dumps(message)
+
+    def _kline_rows(self, lo: int, hi: int, forming: int | None) -> list[list[Any]]:
+        """Rows of closed bars ``lo .. hi - 1`` and of the candle of bar ``forming`` (None for
+        none), newest first."""
         market = self.market
         res = market.resolution_s
         d = market.data
         rows = []
-        if self._forming is not None:
+        if forming is not None:
             # No trade yet: the candle stands at the last close (see the module doc).
-            last = dec(d.close[self._forming - 1]) if self._forming else dec(d.open[0])
-            open_s = int(d.timestamp[self._forming]) // 1000
+            last = dec(d.close[forming - 1]) if forming else dec(d.open[0])
+            open_s = int(d.timestamp[forming]) // 1000
             rows.append([open_s, res, last, last, last, last, last, "0", "0"])
         if hi > lo:
             closed = candle_window(
                 market, res, int(d.timestamp[lo]), int(d.timestamp[hi - 1]), hi - lo
             )
             rows.extend(reversed(kline_rows(closed, res)))
-        message = {
-            "kline_p": rows,
-            "sequence": self._next_sequence(),
-            "symbol": self._symbol,
-            "type": kind,
-        }
-        return _dumps(message)
+        return rows
 
     def _trades_of_bars(self, hi: int, limit: int, after: int = 0) -> list[PublicTrade]:
         """The last ``limit`` public trades (the REST API's) of bars ``after .. hi - 1``,

@@ -58,12 +58,23 @@ def close_bars(server: ExchangeServer, n: int = 1) -> None:
 async def test_replay_stream_yields_its_bars_once_after_their_history(data):
     stream = ReplayBarStream(data, start=100, stop=110)
     history = await stream.history(5)
-    assert [b.timestamp for b in history] == data.timestamp[95:100].tolist()
+    assert [b.open_ms for b in history] == data.timestamp[95:100].tolist()
     bars = [bar async for bar in stream]
     assert bars == [market_bar(data, i) for i in range(100, 110)]
     market = bars_to_market(history + bars, SYMBOL, "5m")
     np.testing.assert_array_equal(market.close, data.close[95:110])
     np.testing.assert_array_equal(market.funding_rate, data.funding_rate[95:110])
+
+
+def test_streams_and_the_paper_exchange_step_through_one_bar_type(data):
+    """The replay stream, the live stream and the exchange's engine share envs.bar.Bar: a bar
+    compares equal wherever it came from, close time included."""
+    market = ReplayMarket(data)
+    for i in (0, 100, len(data) - 1):
+        exchange_bar = market.bar(i)
+        assert exchange_bar == market_bar(data, i)
+        assert exchange_bar.close_ms == int(data.timestamp[i]) + 300_000
+        assert market.index_of(exchange_bar) == i
 
 
 async def test_replay_stream_is_paced_by_speed(data):
@@ -109,7 +120,7 @@ async def test_since_starts_at_a_past_bar_and_goes_on_live(data):
             got = [await anext(stream) for _ in range(4)]  # from REST
             close_bars(server)
             got.append(await anext(stream))  # from the socket
-            assert [b.timestamp for b in got] == data.timestamp[START - 3 : START + 2].tolist()
+            assert [b.open_ms for b in got] == data.timestamp[START - 3 : START + 2].tolist()
         finally:
             await stream.aclose()
 
@@ -130,9 +141,9 @@ async def test_a_hole_in_the_exchange_data_is_passed_over(data):
         try:
             await stream.history(10)
             close_bars(server, 2)
-            got = [(await anext(stream)).timestamp for _ in range(2)]
+            got = [(await anext(stream)).open_ms for _ in range(2)]
             close_bars(server, 3)  # two bar lengths of nothing, then bar START + 5 closes
-            got.append((await anext(stream)).timestamp)
+            got.append((await anext(stream)).open_ms)
             assert got == data.timestamp[[START + 1, START + 2, START + 5]].tolist()
             # The socket showed START + 5 after START + 2; REST vouched that nothing is between.
             assert stream.stats.socket_updates >= 1 and stream.stats.backfills >= 2
@@ -146,7 +157,7 @@ async def test_the_last_bar_of_a_quiet_feed_comes_from_rest(data):
         try:
             await stream.history(10)
             close_bars(server, 2)  # bar START + 2, the data's last, closes: no newer candle
-            got = [(await anext(stream)).timestamp for _ in range(2)]
+            got = [(await anext(stream)).open_ms for _ in range(2)]
             assert got == data.timestamp[START + 1 : START + 3].tolist()
         finally:
             await stream.aclose()
@@ -209,4 +220,4 @@ async def test_lossy_socket_still_gives_each_bar_once_and_verify_makes_values_ex
         bars, _ = await run_live(server, 100)
     # Without verify a lost final update can leave a candle's last socket values in place,
     # but never costs or repeats a bar.
-    assert [b.timestamp for b in bars] == data.timestamp[START + 1 : START + 101].tolist()
+    assert [b.open_ms for b in bars] == data.timestamp[START + 1 : START + 101].tolist()

@@ -116,7 +116,8 @@ def test_snapshot_secret_and_bar_listener(engine, replay_clock, sample_5m):
     engine.add_bar_listener(bars.append)
     replay_clock.step(3)
     engine.sync()
-    assert [b.index for b in bars] == [START_BAR + 1, START_BAR + 2, START_BAR + 3]
+    closed = [START_BAR + 1, START_BAR + 2, START_BAR + 3]
+    assert [b.open_ms for b in bars] == [int(sample_5m.timestamp[i]) for i in closed]
     assert bars[0].close == sample_5m.close[START_BAR + 1]
     assert bars[-1].close_ms == replay_clock.now_ms()
 

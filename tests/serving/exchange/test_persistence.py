@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from envs.client import make_phemex_client
@@ -10,7 +14,7 @@ from serving.exchange.clock import ReplayClock
 from serving.exchange.engine import ExchangeEngine
 from serving.exchange.market import ReplayMarket
 from serving.exchange.orders import AmendRequest, OrderRequest, OrdType, Side, TimeInForce
-from serving.exchange.persistence import StateStore
+from serving.exchange.persistence import StateLocked, StateStore
 from serving.exchange.server import ExchangeServer
 from tests.serving.exchange.conftest import START_BAR, SYMBOL
 
@@ -190,3 +194,32 @@ def test_a_new_account_never_takes_the_user_id_of_a_dormant_one(tmp_path, sample
     third = ids([a, b, c])
     assert second["c"] not in first.values()
     assert len(set(third.values())) == 3 and third["b"] == first["b"]
+
+
+def test_a_second_store_on_the_same_file_is_refused_naming_the_holder(tmp_path):
+    state = tmp_path / "paper.sqlite"
+    first = StateStore(state)
+    with pytest.raises(
+        StateLocked, match=rf"in use by another paper exchange \(pid {os.getpid()} on "
+    ):
+        StateStore(state)
+    first.close()
+    StateStore(state).close()  # free again once the holder closed it
+
+
+@pytest.mark.slow
+def test_a_second_exchange_serve_on_the_same_state_refuses_to_start(tmp_path):
+    state = tmp_path / "paper.sqlite"
+    command = [sys.executable, "-m", "serving.cli", "exchange", "serve", "--port", "0"]
+    command += ["--state", str(state)]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = first.stdout.readline()  # printed once it listens (and holds the lock)
+        assert banner.startswith("Phemex paper exchange on"), first.stderr.read()
+        second = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert f"is in use by another paper exchange (pid {first.pid} on " in second.stderr
+        assert first.poll() is None  # the first one is untouched
+    finally:
+        first.terminate()
+        first.wait(30)
