@@ -99,7 +99,7 @@ class EnvConfig:
         for name, value in changes.items():
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a fraction >= 0, got {value!r}")
-        return dataclasses.replace(base, **changes)
+        return base.with_changes(**changes)
 
     def slippage_model(self) -> SlippageModel:
         return SlippageModel(

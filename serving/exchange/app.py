@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -274,7 +275,7 @@ async def ticker_24hr(request: web.Request) -> web.Response:
         "lowRp": dec(ticker.low),
         "closeRp": close,
         "indexPriceRp": close,
-        "markPriceRp": close,
+        "markPriceRp": dec(market.mark_price()),
         "fundingRateRr": rate,
         "predFundingRateRr": rate,
         "openInterestRv": "0",
@@ -390,10 +391,11 @@ def products_payload(spec: ContractSpec) -> dict[str, Any]:
                 "steps": "2000K",
                 "riskLimits": [
                     {
-                        "limit": FIRST_RISK_LIMIT,
-                        "initialMarginRr": initial_margin,
-                        "maintenanceMarginRr": dec(spec.maintenance_margin_rate),
+                        "limit": FIRST_RISK_LIMIT if math.isinf(t.max_notional) else t.max_notional,
+                        "initialMarginRr": dec(1.0 / t.max_leverage),
+                        "maintenanceMarginRr": dec(t.maintenance_margin_rate),
                     }
+                    for t in spec.risk_tiers
                 ],
             }
         ],

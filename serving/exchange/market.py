@@ -162,6 +162,7 @@ class ReplayMarket:
         self.funding_rate = funding["funding_rate"].to_numpy(np.float64)[order]
         self._close_time = data.timestamp + self.timeframe_ms
         self._last_close = np.concatenate([[data.open[0]], data.close[:-1]])
+        self._mark = data.mark_ohlc()
 
     @property
     def resolution_s(self) -> int:
@@ -189,6 +190,20 @@ class ReplayMarket:
             funding_rate=float(d.funding_rate[index]),
         )
 
+    def mark_ohlc(self, index: int) -> tuple[float, float, float, float]:
+        """Mark-price open, high, low, close (USDT) of bar ``index``: what positions are marked
+        and liquidated at (:attr:`MarketData.mark_close` ...; the last price where the store
+        has no mark series)."""
+        o, h, lo, c = self._mark
+        return float(o[index]), float(h[index]), float(lo[index]), float(c[index])
+
+    def mark_price(self, now_ms: int | None = None) -> float:
+        """Mark close of the last bar closed at ``now_ms`` (default: the clock); before any
+        bar has closed, the first bar's mark open."""
+        hi = self.closed_bars(now_ms)
+        mark_open, _, _, mark_close = self._mark
+        return float(mark_close[hi - 1]) if hi else float(mark_open[0])
+
     def open_time_ms(self, index: int) -> int:
         return int(self.data.timestamp[index])
 
@@ -202,7 +217,7 @@ class ReplayMarket:
 
     def last_price(self, now_ms: int | None = None) -> float:
         """Close of the last bar closed at ``now_ms`` (default: the clock) - the ticker's last
-        and mark price; before any bar has closed, the first bar's open."""
+        price; before any bar has closed, the first bar's open."""
         hi = self.closed_bars(now_ms)
         return float(self.data.close[hi - 1]) if hi else float(self.data.open[0])
 

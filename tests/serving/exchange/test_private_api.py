@@ -4,6 +4,8 @@ idempotency and rate limits."""
 
 from __future__ import annotations
 
+import math
+
 import ccxt
 import pytest
 
@@ -50,7 +52,9 @@ def test_market_order_fills_at_the_next_open_plus_slippage(paper_client, sample_
     assert position["entryPrice"] == fill_price
     assert position["unrealizedPnl"] == pytest.approx(0.05 * (mark - fill_price))
     assert position["collateral"] == pytest.approx(0.05 * fill_price / 5)
-    assert position["liquidationPrice"] == pytest.approx(fill_price * (1 - 1 / 5) / (1 - 0.005))
+    # Phemex: long liquidation value = open value x (1 + MMR - 1/L); price rounded up to the tick
+    liquidation = math.ceil(fill_price * (1 + 0.005 - 1 / 5) * 10 - 1e-6) / 10
+    assert position["liquidationPrice"] == pytest.approx(liquidation, abs=1e-9)
 
     balance = paper_client.fetch_balance()["USDT"]
     assert balance["total"] == pytest.approx(10_000 - 0.05 * fill_price * TAKER)
@@ -328,10 +332,14 @@ def test_liquidation_when_a_bar_reaches_the_liquidation_price(
     liquidation = [
         t for t in paper_client.fetch_my_trades(SYMBOL) if t["info"]["tradeType"] == "LiqTrade"
     ]
-    assert len(liquidation) == 1 and liquidation[0]["price"] == pytest.approx(liq)
-    margin = 0.1 * order["average"] / 100
-    fee = 0.1 * order["average"] * TAKER
-    assert paper_client.fetch_balance()["USDT"]["total"] == pytest.approx(10_000 - fee - margin)
+    # closed at the bankruptcy price entry x (1 - 1/100), rounded up to the tick
+    entry = order["average"]
+    bankruptcy = math.ceil(entry * 0.99 * 10 - 1e-6) / 10
+    assert len(liquidation) == 1 and liquidation[0]["price"] == pytest.approx(bankruptcy, abs=1e-9)
+    loss = 0.1 * (entry - bankruptcy)  # the initial margin 0.1 x entry / 100, to the tick
+    assert loss == pytest.approx(0.1 * entry / 100, abs=0.1 * 0.1)
+    fee = 0.1 * entry * TAKER
+    assert paper_client.fetch_balance()["USDT"]["total"] == pytest.approx(10_000 - fee - loss)
 
 
 def test_order_book_and_trades_are_synthesised_from_the_closed_bars(paper_client, sample_5m):
