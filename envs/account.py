@@ -215,6 +215,17 @@ def maintenance_margin(params: np.ndarray, notional: float) -> float:
 
 
 @kernel
+def exact_liquidation_price(params: np.ndarray, qty: float, entry: float, leverage: float) -> float:
+    """Phemex's linear formula before tick rounding (see :func:`liquidation_price`)."""
+    size = abs(qty)
+    open_value = size * entry
+    cushion = open_value / leverage - maintenance_margin(params, open_value)
+    if qty > 0:
+        return max(entry - cushion / size, 0.0)
+    return entry + cushion / size
+
+
+@kernel
 def liquidation_price(params: np.ndarray, qty: float, entry: float, leverage: float) -> float:
     """Mark price (USDT) at which an isolated position keeps only its maintenance margin.
 
@@ -224,12 +235,8 @@ def liquidation_price(params: np.ndarray, qty: float, entry: float, leverage: fl
     the entry, so it triggers no later than the exact price. 0 when flat."""
     if qty == 0.0:
         return 0.0
-    size = abs(qty)
-    open_value = size * entry
-    cushion = open_value / leverage - maintenance_margin(params, open_value)
-    if qty > 0:
-        return round_to_step(max(entry - cushion / size, 0.0), params[P_TICK], 1.0)
-    return round_to_step(entry + cushion / size, params[P_TICK], -1.0)
+    exact = exact_liquidation_price(params, qty, entry, leverage)
+    return round_to_step(exact, params[P_TICK], 1.0 if qty > 0 else -1.0)
 
 
 @kernel
@@ -377,7 +384,12 @@ def liquidate_if_breached(
     if qty == 0.0:
         return NOT_LIQUIDATED
     entry = state[ENTRY]
-    liq = liquidation_price(params, qty, entry, state[LEVERAGE])
+    # most steps are nowhere near: the exact price a tick away decides without rounding
+    exact = exact_liquidation_price(params, qty, entry, state[LEVERAGE])
+    tick = params[P_TICK]
+    if (qty > 0 and mark_low > exact + tick) or (qty < 0 and mark_high < exact - tick):
+        return NOT_LIQUIDATED
+    liq = round_to_step(exact, tick, 1.0 if qty > 0 else -1.0)
     if (qty > 0 and mark_low > liq) or (qty < 0 and mark_high < liq):
         return NOT_LIQUIDATED
     price = bankruptcy_price(params, qty, entry, state[LEVERAGE])

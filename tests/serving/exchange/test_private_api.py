@@ -4,6 +4,7 @@ idempotency and rate limits."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import ccxt
@@ -355,3 +356,47 @@ def test_order_book_and_trades_are_synthesised_from_the_closed_bars(paper_client
         trades[-1]["price"] == last and trades[-1]["timestamp"] < sample_5m.timestamp[START_BAR + 1]
     )
     assert {t["side"] for t in trades} <= {"buy", "sell"} and all(t["amount"] > 0 for t in trades)
+
+
+def test_an_order_above_its_risk_tiers_leverage_is_refused_with_11081(paper_client, sample_5m):
+    paper_client.set_leverage(100, SYMBOL)
+    price = next_open(sample_5m)
+    qty = math.ceil(2_000_000 / price * 1000 + 1) / 1000  # just above tier 1's 2,000,000 USDT
+    with pytest.raises(ccxt.InvalidOrder, match="11081.*risk tier 2.*66.6667x"):
+        paper_client.create_order(SYMBOL, "market", "buy", qty)
+    assert paper_client.fetch_positions([SYMBOL])[0]["contracts"] == 0
+
+
+def with_mark_series(data):
+    """``data`` with a recorded mark series (copies of the last prices, 2 USDT above them)."""
+    mark = {f"mark_{n}": getattr(data, n) + 2.0 for n in ("open", "high", "low", "close")}
+    return dataclasses.replace(data, **mark)
+
+
+def test_positions_are_marked_and_liquidated_at_the_mark_price(
+    sample_5m, sample_funding, replay_clock
+):
+    data = with_mark_series(sample_5m)
+    market = ReplayMarket(data, sample_funding, clock=replay_clock)
+    with ExchangeServer(market) as server:
+        client = make_phemex_client(
+            base_url=server.base_url, api_key="paper-key", secret="paper-secret", rate_limit=False
+        )
+        client.set_leverage(100, SYMBOL)
+        order = client.create_order(SYMBOL, "market", "buy", 0.1)
+        replay_clock.step(1)  # bar START_BAR + 1 closes
+        position = client.fetch_positions([SYMBOL])[0]
+        mark = float(data.mark_close[START_BAR + 1])
+        assert position["markPrice"] == mark != float(data.close[START_BAR + 1])
+        assert position["unrealizedPnl"] == pytest.approx(0.1 * (mark - order["average"]))
+        assert float(client.fetch_ticker(SYMBOL)["info"]["markPriceRp"]) == mark
+        # the mark (not the last price) dips to the liquidation price in bar START_BAR + 2
+        liq = position["liquidationPrice"]
+        assert data.low[START_BAR + 2] > liq
+        data.mark_low[START_BAR + 2] = liq
+        replay_clock.step(1)
+        assert client.fetch_positions([SYMBOL])[0]["contracts"] == 0
+        (liquidation,) = [
+            t for t in client.fetch_my_trades(SYMBOL) if t["info"]["tradeType"] == "LiqTrade"
+        ]
+        assert liquidation["price"] == math.ceil(order["average"] * 0.99 * 10 - 1e-6) / 10
