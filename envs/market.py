@@ -138,7 +138,8 @@ class ContractSpec:
             if not (tier.max_notional > 0 and 1.0 <= tier.max_leverage <= self.max_leverage):
                 raise ValueError(
                     f"{name} needs max_notional > 0 and 1 <= max_leverage <= "
-                    f"{self.max_leverage:g}, got {tier!r}"
+                    f"{self.max_leverage:g}, got {tier!r}; pass the contract's own risk_tiers, "
+                    "or risk_tiers=() for one flat tier"
                 )
             if not 0 <= tier.maintenance_margin_rate < 1.0 / tier.max_leverage:
                 raise ValueError(

@@ -2,10 +2,10 @@
 
 The single environment and the vector environment call the same :func:`advance` and
 :func:`write_observation`, so a batch of N episodes follows exactly the trajectories of N
-single environments. Market data is packed once into a ``(T, 10)`` float64 ``bars`` array
-(columns ``OPEN HIGH LOW CLOSE VOLUME FUNDING MARK_OPEN MARK_HIGH MARK_LOW MARK_CLOSE``) and
-features into a ``(T, F)`` float32 matrix; a step only indexes them — windows are never
-materialised.
+single environments. Market data is packed once into a float64 ``bars`` array - ``(T, 6)``
+with columns ``OPEN HIGH LOW CLOSE VOLUME FUNDING``, plus ``MARK_OPEN MARK_HIGH MARK_LOW
+MARK_CLOSE`` (``(T, 10)``) when the market has a recorded mark series - and features into a
+``(T, F)`` float32 matrix; a step only indexes them — windows are never materialised.
 
 Time line of a step from bar ``t`` to ``j = t + 1`` (decision at the close of ``t``):
 funding settles on the held position's value at ``mark_open[j]``; a mark gap through the
@@ -13,7 +13,8 @@ liquidation price liquidates at the open; the order to reach the target exposure
 ``open[j]`` (last price) plus slippage (sized with the equity and price known at the close
 of ``t``); the position is liquidated if ``[mark_low[j], mark_high[j]]`` reaches its
 liquidation price (closing at the bankruptcy price); equity is marked at ``mark_close[j]``.
-Without a mark series the mark columns are the last-price ones (conservative).
+Without a mark series the kernels read the last-price columns as the mark (conservative),
+so a market without one costs no extra memory.
 """
 
 from __future__ import annotations
@@ -42,9 +43,11 @@ from envs.account import (
 from envs.data.market_data import MarketData
 from envs.market import truncate_to_step
 
-OPEN, HIGH, LOW, CLOSE, VOLUME, FUNDING, MARK_OPEN, MARK_HIGH, MARK_LOW, MARK_CLOSE = range(10)
-BAR_COLUMNS = 10
-"""Columns of the packed ``bars`` array."""
+OPEN, HIGH, LOW, CLOSE, VOLUME, FUNDING = range(6)
+BAR_COLUMNS = 6
+"""Columns of the packed ``bars`` array without a mark series."""
+MARK_OFFSET = 6
+"""``OPEN + MARK_OFFSET`` .. ``CLOSE + MARK_OFFSET`` are the mark columns, when present."""
 
 # ---- episode state vector (float64) -----------------------------------------------------------
 EP_T = 0
@@ -85,22 +88,26 @@ _DSR_CLIP = 10.0
 
 
 def pack_bars(market: MarketData) -> np.ndarray:
-    """``(T, 10)`` float64 array of open, high, low, close, volume, funding_rate and the mark
-    open, high, low, close."""
-    return np.ascontiguousarray(
-        np.column_stack(
-            [
-                market.open,
-                market.high,
-                market.low,
-                market.close,
-                market.volume,
-                market.funding_rate,
-                *market.mark_ohlc(),
-            ]
-        ),
-        dtype=np.float64,
-    )
+    """``(T, 6)`` float64 array of open, high, low, close, volume, funding_rate; ``(T, 10)``
+    with the mark open, high, low, close after them when the market has a mark series."""
+    columns = [
+        market.open,
+        market.high,
+        market.low,
+        market.close,
+        market.volume,
+        market.funding_rate,
+    ]
+    if market.has_mark_price:
+        columns += market.mark_ohlc()
+    return np.ascontiguousarray(np.column_stack(columns), dtype=np.float64)
+
+
+@kernel
+def mark_column(bars: np.ndarray, column: int) -> int:
+    """The column of ``bars`` holding the mark price's ``column`` (OPEN .. CLOSE): its mark
+    column when the bars carry a mark series, else the last-price column itself."""
+    return column + MARK_OFFSET if bars.shape[1] > MARK_OFFSET else column
 
 
 @kernel
@@ -147,7 +154,7 @@ def advance(
     )
 
     open_j = bars[j, OPEN]
-    mark_open = bars[j, MARK_OPEN]
+    mark_open = bars[j, mark_column(bars, OPEN)]
     rate = bars[j, FUNDING]
     if rate != 0.0 and qty != 0.0:
         apply_funding(acct, rate, mark_open)
@@ -158,10 +165,10 @@ def advance(
         price = market_fill_price(params, open_j, side, delta, bars[t, VOLUME])
         apply_fill(acct, params, delta, price, params[P_TAKER_FEE], False)
     if not liquidated:
-        mark_low, mark_high = bars[j, MARK_LOW], bars[j, MARK_HIGH]
+        mark_low, mark_high = bars[j, mark_column(bars, LOW)], bars[j, mark_column(bars, HIGH)]
         liquidated = liquidate_if_breached(acct, params, mark_low, mark_high) != NOT_LIQUIDATED
 
-    eq = equity(acct, bars[j, MARK_CLOSE])
+    eq = equity(acct, bars[j, mark_column(bars, CLOSE)])
     ratio = eq / equity_before if equity_before > 0 else 0.0
     log_return = math.log(max(ratio, 1e-12))
     kind = int(settings[C_REWARD])
@@ -221,7 +228,7 @@ def write_observation(
     size = int(settings[C_WINDOW]) * n_features
     out[:size] = features[(t + 1) * n_features - size : (t + 1) * n_features]
     close = bars[t, CLOSE]
-    mark = bars[t, MARK_CLOSE]
+    mark = bars[t, mark_column(bars, CLOSE)]
     eq = ep[EP_EQUITY]
     full_size = eq * acct[LEVERAGE] * settings[C_MARGIN_USAGE] / close
     out[size] = acct[QTY] / full_size if full_size > 0 else 0.0

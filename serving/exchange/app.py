@@ -391,7 +391,9 @@ def products_payload(spec: ContractSpec) -> dict[str, Any]:
                 "steps": "2000K",
                 "riskLimits": [
                     {
-                        "limit": FIRST_RISK_LIMIT if math.isinf(t.max_notional) else t.max_notional,
+                        "limit": FIRST_RISK_LIMIT
+                        if math.isinf(t.max_notional)
+                        else int(t.max_notional),
                         "initialMarginRr": dec(1.0 / t.max_leverage),
                         "maintenanceMarginRr": dec(t.maintenance_margin_rate),
                     }
