@@ -18,8 +18,8 @@ import numpy as np
 from agents.algorithms import ConfigError
 from agents.config import DataConfig, FeaturesConfig
 from agents.splits import Splits
-from envs.data.market_data import TIMEFRAME_MS, MarketData
-from envs.features import FeatureMatrix, FeaturePipeline
+from envs.data.market_data import MARK_ARRAYS, TIMEFRAME_MS, MarketData
+from envs.features import FeatureMatrix, FeaturePipeline, with_funding_interval
 from envs.market import BTCUSDT, ContractSpec
 
 _ARRAYS = ("timestamp", "open", "high", "low", "close", "volume", "funding_rate")
@@ -42,6 +42,7 @@ def load_market(data: DataConfig, data_dir: str | None = None) -> MarketData:
         end=data.end,
         gaps=data.gaps.value,
         default_funding_rate=data.default_funding_rate,
+        funding_interval_ms=make_contract(data).funding_interval_ms,
     )
 
 
@@ -51,14 +52,14 @@ def make_contract(data: DataConfig) -> ContractSpec:
     unknown = sorted(set(data.contract) - known)
     if unknown:
         raise ConfigError(f"data.contract has unknown key(s) {unknown}; valid: {sorted(known)}")
-    return dataclasses.replace(BTCUSDT, **dict(data.contract))
+    return BTCUSDT.with_changes(**dict(data.contract))
 
 
-def make_pipeline(features: FeaturesConfig) -> FeaturePipeline:
-    """An unfitted pipeline of ``features``."""
+def make_pipeline(features: FeaturesConfig, contract: ContractSpec = BTCUSDT) -> FeaturePipeline:
+    """An unfitted pipeline of ``features`` (funding look-back at ``contract``'s interval)."""
     try:
         return FeaturePipeline(
-            list(features.specs),
+            with_funding_interval(list(features.specs), contract.funding_interval_ms),
             normalization=features.normalization.value,
             norm_window=features.norm_window,
             norm_min_periods=features.norm_min_periods,
@@ -71,7 +72,9 @@ def make_pipeline(features: FeaturesConfig) -> FeaturePipeline:
 def market_hash(market: MarketData, first: int = 0, stop: int | None = None) -> str:
     """SHA-256 of bars ``[first, stop)``: every array's bytes, in a fixed order and dtype."""
     h = hashlib.sha256()
-    for name in _ARRAYS:
+    # mark arrays only when recorded: a market without a mark file hashes as it always did
+    names = _ARRAYS + (MARK_ARRAYS if market.has_mark_price else ())
+    for name in names:
         dtype = np.int64 if name == "timestamp" else np.float64
         values = np.ascontiguousarray(getattr(market, name)[first:stop], dtype=dtype)
         h.update(name.encode())
@@ -127,7 +130,8 @@ def prepare_dataset(
 ) -> Dataset:
     """Load the market (unless given), fit the pipeline on the training rows, transform all bars."""
     market = load_market(data) if market is None else market
-    pipeline = make_pipeline(features)
+    contract = make_contract(data)
+    pipeline = make_pipeline(features, contract)
     if pipeline.normalization == "fit":
         first, stop = splits.train.indices(market)
         try:
@@ -139,7 +143,7 @@ def prepare_dataset(
             ) from exc
     return Dataset(
         market=market,
-        contract=make_contract(data),
+        contract=contract,
         pipeline=pipeline,
         features=pipeline.transform(market),
         splits=splits,

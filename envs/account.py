@@ -14,13 +14,18 @@ A linear USDT-margined perpetual with one isolated-margin position (one-way mode
   increases risk is refused unless that margin, after the order's fee and any realised loss,
   fits in the wallet less unrealised losses (unrealised profit is not spendable in isolated
   mode). Reducing orders are always accepted.
+* **Risk tiers**: maintenance margin is ``open value x MMR - maintenance amount`` of the
+  position's tier (:class:`envs.market.RiskTier`, by open value ``|qty| x entry``). An order
+  that would leave a position above its tier's maximum leverage, or above the last tier, is
+  refused (``REFUSED_RISK_LIMIT``).
 * **Funding**: at each settlement a long pays ``qty x mark x rate`` (a short receives it) when
   the rate is positive, and the reverse when it is negative.
-* **Liquidation**: the position is liquidated when equity in it falls to the maintenance
-  margin, at ``entry x (1 - 1/L) / (1 - mmr)`` for a long and ``entry x (1 + 1/L) / (1 + mmr)``
-  for a short. The trader loses the position's initial margin: the realised loss at the
-  liquidation price plus the remaining maintenance margin (kept by the insurance fund and
-  booked here as a fee).
+* **Liquidation** (Phemex, "How are Liquidation Prices calculated"): when the **mark** price
+  reaches ``entry x (1 + MMR - 1/L) - amount/|qty|`` for a long, ``entry x (1 - MMR + 1/L) +
+  amount/|qty|`` for a short (rounded to the tick towards the entry: triggered no later),
+  the position is closed at its **bankruptcy price** ``entry x (1 - 1/L)`` (long) or
+  ``entry x (1 + 1/L)`` (short), rounded towards the entry: the trader loses the initial
+  margin, the maintenance margin goes to the insurance fund with the position.
 
 The rules are written once, as numba-compiled functions on a float64 state vector, so the
 single environment, the vector environment (N accounts in one compiled loop), the backtest
@@ -37,7 +42,7 @@ from enum import IntEnum
 import numba as nb
 import numpy as np
 
-from envs.market import ContractSpec
+from envs.market import ContractSpec, round_to_step
 
 # ---- account state vector (float64) -------------------------------------------------------
 WALLET = 0
@@ -68,12 +73,22 @@ P_MAX_QTY = 3
 P_MIN_NOTIONAL = 4
 P_TAKER_FEE = 5
 P_MAKER_FEE = 6
-P_MMR = 7
-P_SLIPPAGE_KIND = 8
-P_SLIPPAGE_BPS = 9
-P_SPREAD_BPS = 10
-P_IMPACT_COEF = 11
-PARAMS_SIZE = 12
+P_SLIPPAGE_KIND = 7
+P_SLIPPAGE_BPS = 8
+P_SPREAD_BPS = 9
+P_IMPACT_COEF = 10
+P_N_TIERS = 11
+"""Number of risk tiers; the tiers follow from :data:`P_TIERS`, :data:`TIER_SIZE` each."""
+P_TIERS = 12
+T_MAX_NOTIONAL = 0
+T_MAX_LEVERAGE = 1
+T_MMR = 2
+T_AMOUNT = 3
+"""Maintenance amount of the tier (USDT)."""
+TIER_SIZE = 4
+
+NOT_LIQUIDATED = -1.0
+"""What :func:`liquidate_if_breached` returns when the position survives."""
 
 _EPS = 1e-9
 
@@ -88,6 +103,7 @@ REFUSED_MIN_QTY = 3
 REFUSED_MAX_QTY = 4
 REFUSED_MIN_NOTIONAL = 5
 REFUSED_REDUCE_ONLY = 6
+REFUSED_RISK_LIMIT = 7
 
 
 class FillResult(IntEnum):
@@ -100,6 +116,7 @@ class FillResult(IntEnum):
     REFUSED_MAX_QTY = REFUSED_MAX_QTY
     REFUSED_MIN_NOTIONAL = REFUSED_MIN_NOTIONAL
     REFUSED_REDUCE_ONLY = REFUSED_REDUCE_ONLY
+    REFUSED_RISK_LIMIT = REFUSED_RISK_LIMIT
 
 
 @dataclass(frozen=True)
@@ -128,7 +145,8 @@ class SlippageModel:
 def pricing_params(spec: ContractSpec, slippage: SlippageModel | None = None) -> np.ndarray:
     """Pack a contract spec and a slippage model into the float64 vector the kernels read."""
     slippage = slippage or SlippageModel()
-    params = np.zeros(PARAMS_SIZE, dtype=np.float64)
+    tiers = spec.risk_tiers
+    params = np.zeros(P_TIERS + TIER_SIZE * len(tiers), dtype=np.float64)
     params[P_TICK] = spec.tick_size
     params[P_LOT] = spec.lot_size
     params[P_MIN_QTY] = spec.min_qty
@@ -136,11 +154,17 @@ def pricing_params(spec: ContractSpec, slippage: SlippageModel | None = None) ->
     params[P_MIN_NOTIONAL] = spec.min_notional
     params[P_TAKER_FEE] = spec.taker_fee
     params[P_MAKER_FEE] = spec.maker_fee
-    params[P_MMR] = spec.maintenance_margin_rate
     params[P_SLIPPAGE_KIND] = SLIPPAGE_FIXED if slippage.kind == "fixed" else SLIPPAGE_SPREAD_IMPACT
     params[P_SLIPPAGE_BPS] = slippage.bps
     params[P_SPREAD_BPS] = slippage.spread_bps
     params[P_IMPACT_COEF] = slippage.impact_coef
+    params[P_N_TIERS] = len(tiers)
+    for k, tier in enumerate(tiers):
+        row = P_TIERS + TIER_SIZE * k
+        params[row + T_MAX_NOTIONAL] = tier.max_notional
+        params[row + T_MAX_LEVERAGE] = tier.max_leverage
+        params[row + T_MMR] = tier.maintenance_margin_rate
+        params[row + T_AMOUNT] = spec.maintenance_amount(k)
     return params
 
 
@@ -158,26 +182,6 @@ kernel = nb.njit(cache=True, nogil=True)
 
 
 @kernel
-def round_to_tick(price: float, tick: float, direction: float) -> float:
-    """Round up (direction > 0), down (< 0) or to nearest (0) to a multiple of ``tick``."""
-    steps = price / tick
-    if direction > 0:
-        n = math.ceil(steps - _EPS)
-    elif direction < 0:
-        n = math.floor(steps + _EPS)
-    else:
-        n = math.floor(steps + 0.5)
-    return n * tick
-
-
-@kernel
-def truncate_qty(qty: float, lot: float) -> float:
-    """Truncate signed ``qty`` towards zero to whole lots."""
-    n = math.floor(abs(qty) / lot + _EPS)
-    return math.copysign(n * lot, qty) if n > 0 else 0.0
-
-
-@kernel
 def market_fill_price(
     params: np.ndarray, ref_price: float, side: float, qty: float, bar_volume: float
 ) -> float:
@@ -188,18 +192,62 @@ def market_fill_price(
     else:
         impact = params[P_IMPACT_COEF] * math.sqrt(abs(qty) / bar_volume) if bar_volume > 0 else 0.0
         slip = 0.5 * params[P_SPREAD_BPS] * 1e-4 + impact
-    return round_to_tick(ref_price * (1.0 + side * slip), params[P_TICK], side)
+    return round_to_step(ref_price * (1.0 + side * slip), params[P_TICK], side)
 
 
 @kernel
-def liquidation_price(qty: float, entry: float, leverage: float, mmr: float) -> float:
-    """Price (USDT) at which an isolated position's equity equals its maintenance margin.
+def risk_tier(params: np.ndarray, notional: float) -> int:
+    """Index of the risk tier of a position of ``notional`` USDT; the number of tiers when it
+    is above the last one."""
+    n = int(params[P_N_TIERS])
+    for k in range(n):
+        if notional <= params[P_TIERS + TIER_SIZE * k + T_MAX_NOTIONAL] * (1.0 + _EPS):
+            return k
+    return n
 
-    0 for a flat position, and for a long at 1x leverage (it cannot be liquidated)."""
+
+@kernel
+def maintenance_margin(params: np.ndarray, notional: float) -> float:
+    """``notional x MMR - maintenance amount`` of the tier of ``notional`` (USDT)."""
+    k = min(risk_tier(params, notional), int(params[P_N_TIERS]) - 1)
+    row = P_TIERS + TIER_SIZE * k
+    return notional * params[row + T_MMR] - params[row + T_AMOUNT]
+
+
+@kernel
+def exact_liquidation_price(params: np.ndarray, qty: float, entry: float, leverage: float) -> float:
+    """Phemex's linear formula before tick rounding (see :func:`liquidation_price`)."""
+    size = abs(qty)
+    open_value = size * entry
+    cushion = open_value / leverage - maintenance_margin(params, open_value)
     if qty > 0:
-        return entry * (1.0 - 1.0 / leverage) / (1.0 - mmr)
+        return max(entry - cushion / size, 0.0)
+    return entry + cushion / size
+
+
+@kernel
+def liquidation_price(params: np.ndarray, qty: float, entry: float, leverage: float) -> float:
+    """Mark price (USDT) at which an isolated position keeps only its maintenance margin.
+
+    Phemex's linear formula: liquidation value = open value + maintenance margin - initial
+    margin for a long (open value - maintenance margin + initial margin for a short), over
+    the quantity; maintenance margin at the open value's tier. Rounded to the tick towards
+    the entry, so it triggers no later than the exact price. 0 when flat."""
+    if qty == 0.0:
+        return 0.0
+    exact = exact_liquidation_price(params, qty, entry, leverage)
+    return round_to_step(exact, params[P_TICK], 1.0 if qty > 0 else -1.0)
+
+
+@kernel
+def bankruptcy_price(params: np.ndarray, qty: float, entry: float, leverage: float) -> float:
+    """Price (USDT) at which the position's initial margin is gone, where a liquidated
+    position is closed: ``entry x (1 - 1/L)`` long, ``entry x (1 + 1/L)`` short, rounded to
+    the tick towards the entry (the loss never exceeds the margin). 0 when flat."""
+    if qty > 0:
+        return round_to_step(entry * (1.0 - 1.0 / leverage), params[P_TICK], 1.0)
     if qty < 0:
-        return entry * (1.0 + 1.0 / leverage) / (1.0 + mmr)
+        return round_to_step(entry * (1.0 + 1.0 / leverage), params[P_TICK], -1.0)
     return 0.0
 
 
@@ -227,10 +275,20 @@ def margin_ratio(state: np.ndarray, params: np.ndarray, mark: float) -> float:
     if qty == 0.0:
         return 0.0
     remaining = position_margin(state) + qty * (mark - state[ENTRY])
-    maintenance = params[P_MMR] * abs(qty) * mark
+    maintenance = maintenance_margin(params, abs(qty) * state[ENTRY])
     if remaining <= 0.0:
         return 1.0
     return min(maintenance / remaining, 1.0)
+
+
+@kernel
+def within_risk_limit(params: np.ndarray, notional: float, leverage: float) -> bool:
+    """Whether a position of ``notional`` USDT may be held at ``leverage``: its tier exists and
+    allows that leverage."""
+    k = risk_tier(params, notional)
+    if k >= int(params[P_N_TIERS]):
+        return False
+    return leverage <= params[P_TIERS + TIER_SIZE * k + T_MAX_LEVERAGE] * (1.0 + _EPS)
 
 
 @kernel
@@ -287,6 +345,9 @@ def apply_fill(
         else:
             new_entry = price  # flipped: the remainder opened at this fill
     new_wallet = state[WALLET] + realised - fee
+    if increases and not within_risk_limit(params, abs(new_qty) * new_entry, state[LEVERAGE]):
+        state[REFUSED] += 1
+        return REFUSED_RISK_LIMIT
     if increases:
         required = abs(new_qty) * new_entry / state[LEVERAGE]
         upnl = new_qty * (price - new_entry)
@@ -312,26 +373,34 @@ def apply_funding(state: np.ndarray, rate: float, mark: float) -> float:
 
 
 @kernel
-def liquidate_if_breached(state: np.ndarray, params: np.ndarray, low: float, high: float) -> float:
-    """Liquidate when the price range [low, high] reaches the liquidation price.
+def liquidate_if_breached(
+    state: np.ndarray, params: np.ndarray, mark_low: float, mark_high: float
+) -> float:
+    """Liquidate when the mark price range [mark_low, mark_high] reaches the liquidation price.
 
-    Returns the liquidation price, or 0.0 when the position survives."""
+    The position closes at its bankruptcy price; returns that price, or
+    :data:`NOT_LIQUIDATED` when the position survives."""
     qty = state[QTY]
     if qty == 0.0:
-        return 0.0
-    liq = liquidation_price(qty, state[ENTRY], state[LEVERAGE], params[P_MMR])
-    if (qty > 0 and low > liq) or (qty < 0 and high < liq):
-        return 0.0
-    margin = position_margin(state)
-    realised = qty * (liq - state[ENTRY])
+        return NOT_LIQUIDATED
+    entry = state[ENTRY]
+    # most steps are nowhere near: the exact price a tick away decides without rounding
+    exact = exact_liquidation_price(params, qty, entry, state[LEVERAGE])
+    tick = params[P_TICK]
+    if (qty > 0 and mark_low > exact + tick) or (qty < 0 and mark_high < exact - tick):
+        return NOT_LIQUIDATED
+    liq = round_to_step(exact, tick, 1.0 if qty > 0 else -1.0)
+    if (qty > 0 and mark_low > liq) or (qty < 0 and mark_high < liq):
+        return NOT_LIQUIDATED
+    price = bankruptcy_price(params, qty, entry, state[LEVERAGE])
+    realised = qty * (price - entry)
     state[REALISED] += realised
-    state[FEES] += margin + realised  # what is left of the margin goes to the insurance fund
-    state[WALLET] -= margin
+    state[WALLET] += realised
     state[QTY] = 0.0
     state[ENTRY] = 0.0
     state[TRADES] += 1
     state[LIQUIDATIONS] += 1
-    return liq
+    return price
 
 
 # ---- object wrapper -------------------------------------------------------------------------
@@ -341,6 +410,7 @@ class OrderRefused(Exception):
     def __init__(self, result: FillResult, detail: str) -> None:
         super().__init__(f"{result.name}: {detail}")
         self.result = result
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -418,8 +488,28 @@ class PerpAccount:
 
     @property
     def liquidation_price(self) -> float:
+        """Mark price that liquidates the open position (0 when flat)."""
         s = self.state
-        return float(liquidation_price(s[QTY], s[ENTRY], s[LEVERAGE], self.params[P_MMR]))
+        return float(liquidation_price(self.params, s[QTY], s[ENTRY], s[LEVERAGE]))
+
+    @property
+    def bankruptcy_price(self) -> float:
+        """Price the open position would be closed at if liquidated (0 when flat)."""
+        s = self.state
+        return float(bankruptcy_price(self.params, s[QTY], s[ENTRY], s[LEVERAGE]))
+
+    @property
+    def maintenance_margin_rate(self) -> float:
+        """Maintenance margin rate of the open position's risk tier (the first tier's when
+        flat)."""
+        tiers = self.spec.risk_tiers
+        k = min(self.spec.risk_tier(abs(self.qty) * self.entry_price), len(tiers) - 1)
+        return tiers[k].maintenance_margin_rate
+
+    @property
+    def maintenance_margin(self) -> float:
+        """Maintenance margin of the open position at its open value's tier (USDT)."""
+        return float(maintenance_margin(self.params, abs(self.qty) * self.entry_price))
 
     def equity(self, mark: float) -> float:
         return float(equity(self.state, mark))
@@ -459,15 +549,36 @@ class PerpAccount:
         before_qty, before_realised, before_fees = self.qty, self.realised_pnl, self.fees_paid
         result = FillResult(apply_fill(self.state, self.params, qty, price, rate, reduce_only))
         if result != FillResult.FILLED:
-            raise OrderRefused(
-                result, f"qty={qty!r} at price={price!r} with position {before_qty!r}"
-            )
+            detail = f"qty={qty!r} at price={price!r} with position {before_qty!r}"
+            if result == FillResult.REFUSED_RISK_LIMIT:
+                detail = self._risk_limit_detail(qty, price)
+            raise OrderRefused(result, detail)
         return Fill(
             qty=self.qty - before_qty,
             price=price,
             fee=self.fees_paid - before_fees,
             liquidity=liquidity,
             realised_pnl=self.realised_pnl - before_realised,
+        )
+
+    def _risk_limit_detail(self, qty: float, price: float) -> str:
+        """Why a fill of signed ``qty`` at ``price`` breaks the risk limit, naming the tier."""
+        held, entry = self.qty, self.entry_price
+        new_qty = held + qty
+        if held == 0.0 or (held > 0) == (qty > 0):
+            notional = abs(held) * entry + abs(qty) * price  # added at the average entry
+        else:
+            notional = abs(new_qty) * price  # flipped: the remainder opened at this fill
+        k = self.spec.risk_tier(notional)
+        tiers = self.spec.risk_tiers
+        if k >= len(tiers):
+            return (
+                f"a position of {notional:,.2f} USDT is above the last "
+                f"{tiers[-1].describe(len(tiers) - 1)}"
+            )
+        return (
+            f"a position of {notional:,.2f} USDT is in {tiers[k].describe(k)}, "
+            f"below the account's leverage {self.leverage:g}x"
         )
 
     def market_order(
@@ -484,11 +595,12 @@ class PerpAccount:
         return float(apply_funding(self.state, rate, mark))
 
     def check_liquidation(self, low: float, high: float) -> Fill | None:
-        """Liquidate if the traded range [low, high] reached the liquidation price."""
+        """Liquidate if the mark price range [low, high] reached the liquidation price; the
+        position closes at its bankruptcy price."""
         before_qty, before_realised = self.qty, self.realised_pnl
         before_fees = self.fees_paid
         price = float(liquidate_if_breached(self.state, self.params, low, high))
-        if price == 0.0:
+        if price == NOT_LIQUIDATED:
             return None
         return Fill(
             qty=-before_qty,

@@ -36,7 +36,8 @@ class EnvConfig:
     """Bars before this time (exclusive) may be used; None: to the end of the data."""
     gaps: str = "fill"
     default_funding_rate: float = 0.0001
-    """Rate charged every 8 h where the data has no funding series."""
+    """Rate charged at every funding time (the contract's ``funding_interval_ms``) where the
+    data has no funding series."""
     # -- observation
     window: int = 32
     """Bars of features in each observation."""
@@ -99,7 +100,7 @@ class EnvConfig:
         for name, value in changes.items():
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a fraction >= 0, got {value!r}")
-        return dataclasses.replace(base, **changes)
+        return base.with_changes(**changes)
 
     def slippage_model(self) -> SlippageModel:
         return SlippageModel(
@@ -141,7 +142,9 @@ class EnvConfig:
         if not (math.isfinite(self.drawdown_penalty) and self.drawdown_penalty >= 0):
             raise bad("drawdown_penalty", "must be >= 0")
         if not math.isfinite(self.default_funding_rate) or abs(self.default_funding_rate) > 0.05:
-            raise bad("default_funding_rate", "must be a fraction per 8 h between -0.05 and 0.05")
+            raise bad(
+                "default_funding_rate", "must be a fraction per funding interval in [-0.05, 0.05]"
+            )
         if self.episode_length is not None and not (
             isinstance(self.episode_length, int) and self.episode_length >= 1
         ):

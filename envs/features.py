@@ -442,6 +442,23 @@ DEFAULT_FEATURES: list[dict[str, Any]] = [
 cycle, and every column is copied into every observation of the window."""
 
 
+def with_funding_interval(
+    specs: Sequence[Mapping[str, Any] | Feature], interval_ms: int
+) -> list[Mapping[str, Any] | Feature]:
+    """``specs`` with a contract's funding interval (ms) given to each ``funding_rate`` spec
+    that does not set ``interval_hours`` itself, so the funding look-back follows the
+    contract (:attr:`envs.market.ContractSpec.funding_interval_ms`) instead of a fixed 8 h."""
+    hours = interval_ms // 3_600_000
+    return [
+        {**spec, "interval_hours": hours}
+        if isinstance(spec, Mapping)
+        and spec.get("name") == FundingRate.name
+        and "interval_hours" not in spec
+        else spec
+        for spec in specs
+    ]
+
+
 def make_feature(spec: Mapping[str, Any] | Feature) -> Feature:
     """A :class:`Feature` from ``{"name": ..., **parameters}`` (or the feature itself).
 

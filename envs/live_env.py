@@ -31,7 +31,12 @@ from envs import account as acc
 from envs import replay
 from envs.bar import Bar
 from envs.config import EnvConfig
-from envs.features import DEFAULT_FEATURES, FeatureMatrix, FeaturePipeline
+from envs.features import (
+    DEFAULT_FEATURES,
+    FeatureMatrix,
+    FeaturePipeline,
+    with_funding_interval,
+)
 from envs.market import ContractSpec
 from envs.streams.base import BarStream, bars_to_market
 from envs.streams.loop import LoopThread
@@ -80,8 +85,19 @@ class LiveTradingEnv(gym.Env):
             # The funding look-back of the features depends on the bar length.
             self.config = EnvConfig.from_overrides(self.config, {"timeframe": stream.timeframe})
         self.layout = EnvLayout(self.config, contract)
+        stream_interval = getattr(stream, "funding_interval_ms", None)
+        if (
+            stream_interval is not None
+            and stream_interval != self.layout.contract.funding_interval_ms
+        ):
+            raise ValueError(
+                f"the stream settles funding every {stream_interval} ms but "
+                f"{self.layout.contract.symbol} every {self.layout.contract.funding_interval_ms} "
+                "ms; build the stream with funding_interval_ms=contract.funding_interval_ms"
+            )
         if pipeline is None:
             specs = DEFAULT_FEATURES if self.config.features is None else self.config.features
+            specs = with_funding_interval(specs, self.layout.contract.funding_interval_ms)
             pipeline = FeaturePipeline(specs, normalization=self.config.normalization)
         self.pipeline = pipeline
         self.layout.set_features(pipeline.columns)
@@ -101,7 +117,7 @@ class LiveTradingEnv(gym.Env):
         self._acct = acc.new_account_state(self.config.initial_balance, self.config.leverage)
         self._episode = np.zeros(replay.EPISODE_STATE_SIZE, dtype=np.float64)
         self._obs = np.zeros(self.layout.obs_size, dtype=np.float32)
-        self._packed = np.zeros((0, 6))
+        self._packed = np.zeros((0, replay.BAR_COLUMNS))
         self._steps = 0
         self.stream_ended = False
         self._needs_reset = True

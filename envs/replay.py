@@ -2,16 +2,19 @@
 
 The single environment and the vector environment call the same :func:`advance` and
 :func:`write_observation`, so a batch of N episodes follows exactly the trajectories of N
-single environments. Market data is packed once into a ``(T, 6)`` float64 ``bars`` array
-(columns ``OPEN HIGH LOW CLOSE VOLUME FUNDING``) and features into a ``(T, F)`` float32
-matrix; a step only indexes them — windows are never materialised.
+single environments. Market data is packed once into a float64 ``bars`` array - ``(T, 6)``
+with columns ``OPEN HIGH LOW CLOSE VOLUME FUNDING``, plus ``MARK_OPEN MARK_HIGH MARK_LOW
+MARK_CLOSE`` (``(T, 10)``) when the market has a recorded mark series - and features into a
+``(T, F)`` float32 matrix; a step only indexes them — windows are never materialised.
 
 Time line of a step from bar ``t`` to ``j = t + 1`` (decision at the close of ``t``):
-funding settles at ``open[j]`` on the held position; a gap through the liquidation price
-liquidates at the open; the order to reach the target exposure fills at ``open[j]`` plus
-slippage (sized with the equity and price known at the close of ``t``); the position is
-liquidated if ``[low[j], high[j]]`` reaches its liquidation price; equity is marked at
-``close[j]``.
+funding settles on the held position's value at ``mark_open[j]``; a mark gap through the
+liquidation price liquidates at the open; the order to reach the target exposure fills at
+``open[j]`` (last price) plus slippage (sized with the equity and price known at the close
+of ``t``); the position is liquidated if ``[mark_low[j], mark_high[j]]`` reaches its
+liquidation price (closing at the bankruptcy price); equity is marked at ``mark_close[j]``.
+Without a mark series the kernels read the last-price columns as the mark (conservative),
+so a market without one costs no extra memory.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from envs.account import (
     ACCOUNT_STATE_SIZE,
     LEVERAGE,
+    NOT_LIQUIDATED,
     P_LOT,
     P_TAKER_FEE,
     QTY,
@@ -34,12 +38,16 @@ from envs.account import (
     liquidate_if_breached,
     margin_ratio,
     market_fill_price,
-    truncate_qty,
     unrealised_pnl,
 )
 from envs.data.market_data import MarketData
+from envs.market import truncate_to_step
 
 OPEN, HIGH, LOW, CLOSE, VOLUME, FUNDING = range(6)
+BAR_COLUMNS = 6
+"""Columns of the packed ``bars`` array without a mark series."""
+MARK_OFFSET = 6
+"""``OPEN + MARK_OFFSET`` .. ``CLOSE + MARK_OFFSET`` are the mark columns, when present."""
 
 # ---- episode state vector (float64) -----------------------------------------------------------
 EP_T = 0
@@ -80,20 +88,26 @@ _DSR_CLIP = 10.0
 
 
 def pack_bars(market: MarketData) -> np.ndarray:
-    """``(T, 6)`` float64 array of open, high, low, close, volume, funding_rate."""
-    return np.ascontiguousarray(
-        np.column_stack(
-            [
-                market.open,
-                market.high,
-                market.low,
-                market.close,
-                market.volume,
-                market.funding_rate,
-            ]
-        ),
-        dtype=np.float64,
-    )
+    """``(T, 6)`` float64 array of open, high, low, close, volume, funding_rate; ``(T, 10)``
+    with the mark open, high, low, close after them when the market has a mark series."""
+    columns = [
+        market.open,
+        market.high,
+        market.low,
+        market.close,
+        market.volume,
+        market.funding_rate,
+    ]
+    if market.has_mark_price:
+        columns += market.mark_ohlc()
+    return np.ascontiguousarray(np.column_stack(columns), dtype=np.float64)
+
+
+@kernel
+def mark_column(bars: np.ndarray, column: int) -> int:
+    """The column of ``bars`` holding the mark price's ``column`` (OPEN .. CLOSE): its mark
+    column when the bars carry a mark series, else the last-price column itself."""
+    return column + MARK_OFFSET if bars.shape[1] > MARK_OFFSET else column
 
 
 @kernel
@@ -131,7 +145,7 @@ def advance(
     equity_before = ep[EP_EQUITY]
     qty = acct[QTY]
     full_size = equity_before * acct[LEVERAGE] * settings[C_MARGIN_USAGE] / close_t
-    target_qty = truncate_qty(target * full_size, params[P_LOT]) if full_size > 0 else 0.0
+    target_qty = truncate_to_step(target * full_size, params[P_LOT]) if full_size > 0 else 0.0
     current = qty / full_size if full_size > 0 else 0.0
     trade = target_qty != qty and (
         abs(target - current) >= settings[C_REBALANCE_BAND]
@@ -140,19 +154,21 @@ def advance(
     )
 
     open_j = bars[j, OPEN]
+    mark_open = bars[j, mark_column(bars, OPEN)]
     rate = bars[j, FUNDING]
     if rate != 0.0 and qty != 0.0:
-        apply_funding(acct, rate, open_j)
-    liquidated = liquidate_if_breached(acct, params, open_j, open_j) != 0.0
+        apply_funding(acct, rate, mark_open)
+    liquidated = liquidate_if_breached(acct, params, mark_open, mark_open) != NOT_LIQUIDATED
     if trade and not liquidated:
         delta = target_qty - acct[QTY]
         side = 1.0 if delta > 0 else -1.0
         price = market_fill_price(params, open_j, side, delta, bars[t, VOLUME])
         apply_fill(acct, params, delta, price, params[P_TAKER_FEE], False)
     if not liquidated:
-        liquidated = liquidate_if_breached(acct, params, bars[j, LOW], bars[j, HIGH]) != 0.0
+        mark_low, mark_high = bars[j, mark_column(bars, LOW)], bars[j, mark_column(bars, HIGH)]
+        liquidated = liquidate_if_breached(acct, params, mark_low, mark_high) != NOT_LIQUIDATED
 
-    eq = equity(acct, bars[j, CLOSE])
+    eq = equity(acct, bars[j, mark_column(bars, CLOSE)])
     ratio = eq / equity_before if equity_before > 0 else 0.0
     log_return = math.log(max(ratio, 1e-12))
     kind = int(settings[C_REWARD])
@@ -212,11 +228,12 @@ def write_observation(
     size = int(settings[C_WINDOW]) * n_features
     out[:size] = features[(t + 1) * n_features - size : (t + 1) * n_features]
     close = bars[t, CLOSE]
+    mark = bars[t, mark_column(bars, CLOSE)]
     eq = ep[EP_EQUITY]
     full_size = eq * acct[LEVERAGE] * settings[C_MARGIN_USAGE] / close
     out[size] = acct[QTY] / full_size if full_size > 0 else 0.0
-    out[size + 1] = unrealised_pnl(acct, close) / eq if eq > 0 else 0.0
-    out[size + 2] = margin_ratio(acct, params, close)
+    out[size + 1] = unrealised_pnl(acct, mark) / eq if eq > 0 else 0.0
+    out[size + 2] = margin_ratio(acct, params, mark)
 
 
 @kernel

@@ -12,7 +12,12 @@ from envs import account as acc
 from envs import replay
 from envs.config import EnvConfig
 from envs.data.market_data import MarketData
-from envs.features import DEFAULT_FEATURES, FeatureMatrix, FeaturePipeline
+from envs.features import (
+    DEFAULT_FEATURES,
+    FeatureMatrix,
+    FeaturePipeline,
+    with_funding_interval,
+)
 from envs.market import BTCUSDT, ContractSpec
 
 
@@ -98,9 +103,11 @@ class MarketReplay(EnvLayout):
                 exchange=config.exchange,
                 gaps=config.gaps,
                 default_funding_rate=config.default_funding_rate,
+                funding_interval_ms=self.contract.funding_interval_ms,
             )
         if features is None:
             specs = DEFAULT_FEATURES if config.features is None else config.features
+            specs = with_funding_interval(specs, self.contract.funding_interval_ms)
             pipeline = FeaturePipeline(specs, normalization=config.normalization)
             features = pipeline.transform(market)
         if features.values.shape[0] != len(market):

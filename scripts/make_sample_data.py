@@ -48,7 +48,7 @@ Source: freqtrade downloads committed to the public GitHub repository
 The files use the same schema and layout as data downloaded from Phemex with
 `phemex-rl data download` (see `docs/architecture.md`, "Data schema"), under the exchange
 folder `binance_usdm`. Times are UTC; candle timestamps are bar opens in ms; funding
-timestamps are floored to the hour (the source stamps settlements a few ms late); funding
+timestamps are rounded to the nearest hour (the source stamps settlements a few ms late); funding
 rows after the last candle are left out.
 
 | file | rows | first | last |

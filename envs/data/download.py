@@ -280,7 +280,7 @@ def _download_funding(
     if stored is None or stored.empty:
         ranges = [(since_ms, until_ms)]
     else:
-        # Stored timestamps are floored to the hour; raw ones run a few ms late.
+        # Stored timestamps are on their nearest hour; raw ones run a few ms off it.
         ranges = [(since_ms, int(stored.iloc[0]) - 1), (int(stored.iloc[-1]) + HOUR_MS, until_ms)]
     for lo, hi in ranges:
         cursor = lo

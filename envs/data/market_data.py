@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,10 @@ def to_epoch_ms(when: str | int | pd.Timestamp) -> int:
     return int(ts.value // 1_000_000)
 
 
+MARK_ARRAYS = ("mark_open", "mark_high", "mark_low", "mark_close")
+"""The mark-price columns of :class:`MarketData`."""
+
+
 @dataclass(frozen=True)
 class MarketData:
     """Candles of one symbol and timeframe with funding aligned to the bars.
@@ -58,6 +62,11 @@ class MarketData:
             ``i``: the sum of the funding events in ``(timestamp[i-1], timestamp[i]]``; 0 where
             none. A long pays ``qty x price x rate`` when the rate is positive; a short receives it.
         source: where the data came from, e.g. ``"Binance USDT-M (bundled sample)"``.
+        mark_open, mark_high, mark_low, mark_close: float64 mark-price candles (USDT), the
+            price Phemex marks positions and triggers liquidation with; None (the default)
+            when no mark series was recorded. Read them through :meth:`mark_ohlc`, which
+            stands the last-price arrays in for a missing series - conservative, since the
+            last price swings wider than the mark and so triggers liquidation no later.
     """
 
     symbol: str
@@ -70,14 +79,37 @@ class MarketData:
     volume: np.ndarray
     funding_rate: np.ndarray
     source: str = ""
+    mark_open: np.ndarray | None = None
+    mark_high: np.ndarray | None = None
+    mark_low: np.ndarray | None = None
+    mark_close: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.timestamp)
-        for name in ("open", "high", "low", "close", "volume", "funding_rate"):
+        given = [getattr(self, name) is not None for name in MARK_ARRAYS]
+        if any(given) and not all(given):
+            raise ValueError(
+                f"MarketData needs all of {MARK_ARRAYS} or none of them, got only "
+                f"{[name for name, g in zip(MARK_ARRAYS, given, strict=True) if g]}"
+            )
+        names = ("open", "high", "low", "close", "volume", "funding_rate")
+        for name in names + (MARK_ARRAYS if all(given) else ()):
             if len(getattr(self, name)) != n:
                 raise ValueError(
                     f"MarketData.{name} has {len(getattr(self, name))} rows, expected {n}"
                 )
+
+    @property
+    def has_mark_price(self) -> bool:
+        """True when a mark-price series was recorded (the store's ``mark_<tf>.parquet``)."""
+        return self.mark_close is not None
+
+    def mark_ohlc(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Mark open, high, low, close arrays, shape ``(T,)`` each: the recorded series, or
+        the last-price open, high, low, close where none was recorded (conservative)."""
+        if self.mark_close is None:
+            return self.open, self.high, self.low, self.close
+        return self.mark_open, self.mark_high, self.mark_low, self.mark_close  # type: ignore[return-value]
 
     def __len__(self) -> int:
         return len(self.timestamp)
@@ -88,9 +120,10 @@ class MarketData:
 
     def slice(self, start: int, stop: int) -> MarketData:
         """Bars ``start`` (inclusive) to ``stop`` (exclusive), as a new MarketData sharing memory."""
+        names = [f.name for f in fields(self) if f.name not in ("symbol", "timeframe", "source")]
         arrays = {
-            name: getattr(self, name)[start:stop]
-            for name in ("timestamp", "open", "high", "low", "close", "volume", "funding_rate")
+            name: None if getattr(self, name) is None else getattr(self, name)[start:stop]
+            for name in names
         }
         return replace(self, **arrays)
 

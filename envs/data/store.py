@@ -2,12 +2,15 @@
 
 Layout (see ``docs/architecture.md``, "Data schema")::
 
-    <data_dir>/<exchange>/<SYMBOL_ID>/<timeframe>.parquet   timestamp, open, high, low, close, volume
-    <data_dir>/<exchange>/<SYMBOL_ID>/funding.parquet       timestamp, funding_rate
+    <data_dir>/<exchange>/<SYMBOL_ID>/<timeframe>.parquet       timestamp, open, high, low, close, volume
+    <data_dir>/<exchange>/<SYMBOL_ID>/mark_<timeframe>.parquet  (optional) the same, mark price
+    <data_dir>/<exchange>/<SYMBOL_ID>/funding.parquet           timestamp, funding_rate
 
 ``SYMBOL_ID`` is the ccxt symbol with ``/`` and ``:`` replaced by ``_`` (``BTC_USDT_USDT``).
 Timestamps are int64 ms since the epoch, UTC: the bar **open** for candles, the settlement
-time floored to the hour for funding. Files are zstd-compressed and always sorted by timestamp.
+time rounded to the nearest hour for funding. Files are zstd-compressed and always sorted by
+timestamp. The mark-price file has the candle schema (its volume is 0) and, where present,
+is what positions are marked and liquidated at; without it the last price stands in.
 
 Every read is validated; a broken file raises :class:`DataValidationError` naming the file,
 the first offending row (index and timestamp) and the rule it breaks.
@@ -31,6 +34,8 @@ from envs.market import FUNDING_INTERVAL_MS
 CANDLE_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 FUNDING_COLUMNS = ("timestamp", "funding_rate")
 FUNDING_FILE = "funding.parquet"
+MARK_PREFIX = "mark_"
+"""Mark-price candles of timeframe ``tf`` are stored as ``mark_<tf>.parquet``."""
 HOUR_MS = 3_600_000
 DEFAULT_EXCHANGE = "phemex"
 SAMPLE_EXCHANGE = "binance_usdm"
@@ -128,6 +133,12 @@ def candles_path(data_dir: str | Path, exchange: str, symbol: str, timeframe: st
     return Path(data_dir) / exchange / symbol_id(symbol) / f"{timeframe}.parquet"
 
 
+def mark_candles_path(data_dir: str | Path, exchange: str, symbol: str, timeframe: str) -> Path:
+    """``<data_dir>/<exchange>/<SYMBOL_ID>/mark_<timeframe>.parquet``: mark-price candles."""
+    path = candles_path(data_dir, exchange, symbol, timeframe)
+    return path.with_name(MARK_PREFIX + path.name)
+
+
 def funding_path(data_dir: str | Path, exchange: str, symbol: str) -> Path:
     """``<data_dir>/<exchange>/<SYMBOL_ID>/funding.parquet``."""
     return Path(data_dir) / exchange / symbol_id(symbol) / FUNDING_FILE
@@ -187,7 +198,7 @@ def validate_candles(df: pd.DataFrame, source: str | Path, timeframe: str | None
 
 
 def validate_funding(df: pd.DataFrame, source: str | Path) -> None:
-    """Check funding rows: integer timestamps floored to the hour, sorted, unique; finite rates."""
+    """Check funding rows: integer timestamps on the hour, sorted, unique; finite rates."""
     _check_columns(df, FUNDING_COLUMNS, source)
     ts = df["timestamp"].to_numpy()
     _check_timestamps(ts, source, None)
@@ -195,7 +206,7 @@ def validate_funding(df: pd.DataFrame, source: str | Path) -> None:
         ts % HOUR_MS != 0,
         ts,
         source,
-        "funding timestamps are floored to the hour",
+        "funding timestamps are on the hour",
         lambda i: f"timestamp={ts[i]} is {ts[i] % HOUR_MS} ms past the hour",
     )
     rate = df["funding_rate"].to_numpy(np.float64)
@@ -292,7 +303,7 @@ def read_funding(
     start: TimeLike | None = None,
     end: TimeLike | None = None,
 ) -> pd.DataFrame:
-    """Validated funding events (timestamp floored to the hour, funding_rate) in ``[start, end)``."""
+    """Validated funding events (timestamp on the hour, funding_rate) in ``[start, end)``."""
     path = funding_path(data_dir, exchange, symbol)
     df = _read(path, FUNDING_COLUMNS, f"no funding rates for {symbol} on {exchange}")
     validate_funding(df, path)
@@ -317,15 +328,21 @@ def write_candles(
     return path
 
 
-def write_funding(df: pd.DataFrame, data_dir: str | Path, exchange: str, symbol: str) -> Path:
-    """Upsert funding events (timestamps are floored to the hour first) and return the path.
+def settlement_hour(timestamp_ms: np.ndarray | int) -> np.ndarray | int:
+    """The hour (ms) a funding stamp belongs to: the *nearest* one. Exchanges stamp a
+    settlement a few ms early or late (``15:59:59.998``, ``16:00:00.003``); both are 16:00."""
+    return (timestamp_ms + HOUR_MS // 2) // HOUR_MS * HOUR_MS
 
-    Exchanges stamp settlements a few ms late (``16:00:00.003``); flooring makes the key stable
-    so a re-download replaces rather than duplicates an event.
+
+def write_funding(df: pd.DataFrame, data_dir: str | Path, exchange: str, symbol: str) -> Path:
+    """Upsert funding events (timestamps rounded to the nearest hour first) and return the path.
+
+    Rounding (:func:`settlement_hour`) makes the key stable, so a re-download replaces rather
+    than duplicates an event.
     """
     path = funding_path(data_dir, exchange, symbol)
     new = _normalise(df, FUNDING_COLUMNS, path)
-    new["timestamp"] = new["timestamp"] // HOUR_MS * HOUR_MS
+    new["timestamp"] = settlement_hour(new["timestamp"])
     validate_funding(new, f"{path} (rows being written)")
     old = read_funding(data_dir, exchange, symbol) if path.exists() else None
     _write(_upsert(old, new), path)
@@ -443,8 +460,8 @@ def align_funding(
 
     ``out[i]`` is the sum of the funding events with timestamp in
     ``(timestamps[i-1], timestamps[i]]``; for the first bar the interval is
-    ``(timestamps[0] - timeframe, timestamps[0]]``. Event timestamps are floored to the hour
-    first, because exchanges stamp settlements a few ms late.
+    ``(timestamps[0] - timeframe, timestamps[0]]``. Event timestamps are rounded to the nearest
+    hour first (:func:`settlement_hour`), because exchanges stamp settlements a few ms off.
 
     Where the funding history does not cover a settlement time (no history at all, or a
     multiple of ``interval_ms`` - 00/08/16 UTC for 8 h - before its first or after its last
@@ -466,7 +483,7 @@ def align_funding(
     if funding_ts is None or len(funding_ts) == 0:
         return default_funding_rate * settlements(prev, ts)
 
-    events = np.asarray(funding_ts, dtype=np.int64) // HOUR_MS * HOUR_MS
+    events = settlement_hour(np.asarray(funding_ts, dtype=np.int64))
     rates = np.asarray(funding_rate, dtype=np.float64)
     # The bar whose interval (ts[i-1], ts[i]] holds event e is the first bar with ts >= e.
     bar = np.searchsorted(ts, events, side="left")
@@ -512,6 +529,7 @@ def load_market_data(
     end: TimeLike | None = None,
     gaps: GapPolicy = "fill",
     default_funding_rate: float = 0.0001,
+    funding_interval_ms: int = FUNDING_INTERVAL_MS,
 ) -> MarketData:
     """Load validated candles with funding aligned to the bars, ready for the environment.
 
@@ -524,12 +542,18 @@ def load_market_data(
         start, end: keep bars opening in ``[start, end)`` (ISO date, epoch ms or Timestamp).
         gaps: missing-bar policy, see :func:`apply_gap_policy`. Applied after the
             ``start``/``end`` cut, so gaps outside the requested range do not matter.
-        default_funding_rate: rate (fraction per 8 h) settled at every 00/08/16 UTC
-            settlement that the funding file does not cover, or at all of them when there is
-            no funding file. 0.0001 (0.01 %) is the usual baseline rate of USDT perpetuals.
+        default_funding_rate: rate (fraction per funding interval) settled at every
+            settlement time that the funding file does not cover, or at all of them when
+            there is no funding file. 0.0001 (0.01 %) is the usual baseline rate of USDT
+            perpetuals.
+        funding_interval_ms: the contract's funding interval
+            (:attr:`envs.market.ContractSpec.funding_interval_ms`; 8 h for BTCUSDT).
 
     Returns:
-        A :class:`MarketData` whose ``funding_rate[i]`` is described in :func:`align_funding`.
+        A :class:`MarketData` whose ``funding_rate[i]`` is described in :func:`align_funding`,
+        with the mark-price candles of ``mark_<timeframe>.parquet`` when that file exists
+        (gaps filled like the candles'; a bar with no mark candle is marked at its last
+        price), else mark arrays equal to the last-price ones.
     """
     sample = data_dir is None
     root = sample_data_dir() if sample else Path(data_dir)
@@ -552,9 +576,11 @@ def load_market_data(
             funding["timestamp"].to_numpy(),
             funding["funding_rate"].to_numpy(),
             default_funding_rate,
+            funding_interval_ms,
         )
     else:
-        rate = align_funding(ts, timeframe, None, None, default_funding_rate)
+        rate = align_funding(ts, timeframe, None, None, default_funding_rate, funding_interval_ms)
+    mark = _aligned_mark(root, exchange, symbol, timeframe, df)
     name = EXCHANGE_NAMES.get(exchange, exchange)
     return MarketData(
         symbol=symbol,
@@ -567,7 +593,61 @@ def load_market_data(
         volume=df["volume"].to_numpy(np.float64),
         funding_rate=rate,
         source=f"{name} (bundled sample)" if sample else f"{name} ({path})",
+        **mark,
     )
+
+
+def read_mark_candles(
+    data_dir: str | Path,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    *,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+) -> pd.DataFrame:
+    """Validated mark-price candles (same schema and rules as :func:`read_candles`)."""
+    path = mark_candles_path(data_dir, exchange, symbol, timeframe)
+    df = _read(
+        path, CANDLE_COLUMNS, f"no {timeframe} mark-price candles for {symbol} on {exchange}"
+    )
+    validate_candles(df, path, timeframe)
+    return _between(df, start, end)
+
+
+def write_mark_candles(
+    df: pd.DataFrame, data_dir: str | Path, exchange: str, symbol: str, timeframe: str
+) -> Path:
+    """Upsert mark-price candles (as :func:`write_candles`) and return the file path."""
+    path = mark_candles_path(data_dir, exchange, symbol, timeframe)
+    new = _normalise(df, CANDLE_COLUMNS, path)
+    validate_candles(new, f"{path} (rows being written)", timeframe)
+    old = read_mark_candles(data_dir, exchange, symbol, timeframe) if path.exists() else None
+    _write(_upsert(old, new), path)
+    return path
+
+
+def _aligned_mark(
+    root: Path, exchange: str, symbol: str, timeframe: str, candles: pd.DataFrame
+) -> dict[str, np.ndarray]:
+    """``mark_open .. mark_close`` arrays for the (gap-policy applied) ``candles``, from the
+    mark file; {} when there is none. A bar without a mark candle takes its last-price
+    values (the conservative fallback), so a short mark file never shifts the bars."""
+    if not mark_candles_path(root, exchange, symbol, timeframe).exists():
+        return {}
+    mark = read_mark_candles(root, exchange, symbol, timeframe)
+    ts = candles["timestamp"].to_numpy(np.int64)
+    mark_ts = mark["timestamp"].to_numpy(np.int64)
+    if not len(mark_ts):
+        return {}
+    row = np.minimum(np.searchsorted(mark_ts, ts), len(mark_ts) - 1)
+    found = mark_ts[row] == ts
+    return {
+        f"mark_{name}": np.where(
+            found, mark[name].to_numpy(np.float64)[row], candles[name].to_numpy(np.float64)
+        )
+        for name in ("open", "high", "low", "close")
+    }
 
 
 def dataset_info(
@@ -606,7 +686,7 @@ def list_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:
     hiding the others.
     """
     root = default_data_dir() if data_dir is None else Path(data_dir)
-    paths = [p for p in root.glob("*/*/*.parquet") if p.stem in TIMEFRAME_MS]  # not funding
+    paths = [p for p in root.glob("*/*/*.parquet") if p.stem in TIMEFRAME_MS]  # candles only
     paths.sort(key=lambda p: (p.parent.parent.name, p.parent.name, TIMEFRAME_MS[p.stem]))
     out = []
     for path in paths:

@@ -19,7 +19,10 @@ once and in order, through disconnects, lost messages and failing REST calls:
   look: for feeds that may lose messages.
 * **Funding.** Each bar's ``funding_rate`` is the sum of the settlements in
   ``(previous bar, this bar]`` from ``fetch_funding_rate_history`` (as the Parquet store
-  aligns them), or ``default_funding_rate`` per settlement the exchange has not reported.
+  aligns them: each stamp to its nearest hour, settlements every ``funding_interval_ms``).
+  A settlement the exchange has not published yet is read again - up to
+  ``funding_retries`` times, :data:`RETRY_BACKFILL_S` apart, before the bar is delivered,
+  and by every later read that covers it - and only then settles ``default_funding_rate``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import numpy as np
 
 from envs.bar import Bar
 from envs.data.market_data import timeframe_to_ms
-from envs.data.store import HOUR_MS, align_funding
+from envs.data.store import align_funding, settlement_hour
 from envs.market import FUNDING_INTERVAL_MS
 from envs.streams.base import BarStream
 
@@ -74,6 +77,9 @@ class StreamStats:
     """Closed bars learnt from REST (a bar may also have come over the socket)."""
     rest_errors: int = 0
     """REST calls that failed and were retried."""
+    funding_defaults: int = 0
+    """Settlements the exchange had still not published when their bar was delivered, which
+    settled ``default_funding_rate`` instead."""
 
 
 class Backoff:
@@ -119,6 +125,10 @@ class CcxtBarStream(BarStream):
         fetch_funding: read funding settlements from the exchange; False settles
             ``default_funding_rate`` at every funding time.
         default_funding_rate: rate per settlement the exchange has not reported.
+        funding_interval_ms: the contract's funding interval
+            (:attr:`envs.market.ContractSpec.funding_interval_ms`).
+        funding_retries: how many more times to read a settlement the exchange has not
+            published yet before its bar is delivered with ``default_funding_rate``.
         backoff: the retry policy for the socket and REST.
         page_limit: candles per REST request.
     """
@@ -136,6 +146,8 @@ class CcxtBarStream(BarStream):
         verify: bool = False,
         fetch_funding: bool = True,
         default_funding_rate: float = 0.0001,
+        funding_interval_ms: int = FUNDING_INTERVAL_MS,
+        funding_retries: int = 4,
         backoff: Backoff | None = None,
         page_limit: int = 1000,
     ) -> None:
@@ -147,6 +159,14 @@ class CcxtBarStream(BarStream):
             raise ValueError(f"since={since!r} is not a {timeframe} bar open time")
         if idle_timeout_s is not None and not idle_timeout_s > 0:
             raise ValueError(f"idle_timeout_s must be > 0 seconds or None, got {idle_timeout_s!r}")
+        if not (isinstance(funding_interval_ms, int) and funding_interval_ms > 0):
+            raise ValueError(
+                f"funding_interval_ms must be a positive whole number of ms, got {funding_interval_ms!r}"
+            )
+        if not (isinstance(funding_retries, int) and funding_retries >= 0):
+            raise ValueError(
+                f"funding_retries must be a whole number >= 0, got {funding_retries!r}"
+            )
         if page_limit < 2:
             raise ValueError(f"page_limit must be >= 2 candles, got {page_limit!r}")
         self.since = since
@@ -156,6 +176,8 @@ class CcxtBarStream(BarStream):
         self.verify = verify
         self.fetch_funding = fetch_funding
         self.default_funding_rate = default_funding_rate
+        self.funding_interval_ms = funding_interval_ms
+        self.funding_retries = funding_retries
         self.backoff = backoff or Backoff()
         self.page_limit = page_limit
         self.stats = StreamStats()
@@ -174,7 +196,9 @@ class CcxtBarStream(BarStream):
         self._needs_backfill = False
         self._next_backfill_at = 0.0
         self._funding: dict[int, float] = {}
+        """Published settlements by settlement hour (ms)."""
         self._funding_through: int | None = None
+        """Every settlement up to this time is in ``_funding`` (the latest one read)."""
 
     # ---- BarStream
     async def __anext__(self) -> Bar:
@@ -408,25 +432,45 @@ class CcxtBarStream(BarStream):
                 np.array([t for t, _ in events], dtype=np.int64),
                 np.array([r for _, r in events], dtype=np.float64),
                 self.default_funding_rate,
+                self.funding_interval_ms,
             )
         else:
-            rates = align_funding(ts, self.timeframe, None, None, self.default_funding_rate)
+            rates = align_funding(
+                ts, self.timeframe, None, None, self.default_funding_rate, self.funding_interval_ms
+            )
         return [_bar(c, self.timeframe_ms, float(r)) for c, r in zip(rows, rates, strict=True)]
 
     async def _bar_funding(self, previous: int | None, ts: int) -> float:
         """Funding settled in ``(previous, ts]`` (``previous`` defaults to one bar back)."""
         lo = ts - self.timeframe_ms if previous is None else previous
-        settlements = ts // FUNDING_INTERVAL_MS - lo // FUNDING_INTERVAL_MS
-        if settlements <= 0:
+        interval = self.funding_interval_ms
+        slots = range((lo // interval + 1) * interval, ts + 1, interval)
+        if not slots:
             return 0.0
         if not self.fetch_funding:
-            return self.default_funding_rate * settlements
-        await self._load_funding(lo, ts)
+            return self.default_funding_rate * len(slots)
+        for attempt in range(self.funding_retries + 1):
+            if attempt:
+                await asyncio.sleep(RETRY_BACKFILL_S)
+            await self._load_funding(lo, ts)
+            missing = [s for s in slots if s not in self._funding]
+            if not missing:
+                break
+        if missing:
+            self.stats.funding_defaults += len(missing)
+            log.warning(
+                "%s: funding settlement(s) %s not published yet; settling the default rate %g",
+                self.symbol,
+                missing,
+                self.default_funding_rate,
+            )
         events = [r for t, r in self._funding.items() if lo < t <= ts]
-        return float(sum(events)) if events else self.default_funding_rate * settlements
+        return float(sum(events)) + self.default_funding_rate * len(missing)
 
     async def _load_funding(self, after: int, until: int) -> None:
-        """Cache the settlements in ``(after, until]`` (ms, floored to the hour)."""
+        """Cache the settlements in ``(after, until]`` (ms, by nearest hour). Only what the
+        exchange has published counts as read: a settlement it has not reported yet is
+        asked for again by the next call that covers it."""
         if self._funding_through is not None and self._funding_through >= until:
             return
         since = (
@@ -438,11 +482,12 @@ class CcxtBarStream(BarStream):
             )
             times = [int(e["timestamp"]) for e in page]
             for e, t in zip(page, times, strict=True):
-                self._funding[t // HOUR_MS * HOUR_MS] = float(e["fundingRate"])
+                hour = settlement_hour(t)
+                self._funding[hour] = float(e["fundingRate"])
+                self._funding_through = max(hour, self._funding_through or hour)
             if not page or max(times) >= until or len(page) < FUNDING_PAGE:
                 break
             since = max(times) + 1
-        self._funding_through = until
 
 
 def _row(row: Sequence[Any]) -> Row:

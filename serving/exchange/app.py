@@ -287,7 +287,7 @@ def _ticker_result(market: ReplayMarket) -> dict[str, Any] | None:
         "lowRp": dec(ticker.low),
         "closeRp": close,
         "indexPriceRp": close,
-        "markPriceRp": close,
+        "markPriceRp": dec(market.mark_price()),
         "fundingRateRr": rate,
         "predFundingRateRr": rate,
         "openInterestRv": "0",
@@ -337,8 +337,6 @@ async def trades(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------------------------------------
 # Payloads
-
-
 
 
 # ---------------------------------------------------------------------------------------------

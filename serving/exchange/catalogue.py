@@ -16,6 +16,7 @@ HTTP 404; a symbol Phemex does not list gets ``39997`` "Symbol not listed" as be
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
@@ -29,7 +30,7 @@ from serving.exchange.ratelimit import OTHERS
 from serving.exchange.responses import error_response
 
 FIRST_RISK_LIMIT = 2_000_000
-"""Position value (USDT) of BTCUSDT's first risk tier; ContractSpec models only that tier."""
+"""Tier limit (USDT) listed for a contract modelled with one unlimited risk tier."""
 
 CURRENCY_NAMES = {
     "BTC": ("Bitcoin", 1),
@@ -248,10 +249,13 @@ def products_payload(spec: ContractSpec) -> dict[str, Any]:
                 "steps": "2000K",
                 "riskLimits": [
                     {
-                        "limit": FIRST_RISK_LIMIT,
-                        "initialMarginRr": initial_margin,
-                        "maintenanceMarginRr": dec(spec.maintenance_margin_rate),
+                        "limit": FIRST_RISK_LIMIT
+                        if math.isinf(tier.max_notional)
+                        else int(tier.max_notional),
+                        "initialMarginRr": dec(1.0 / tier.max_leverage),
+                        "maintenanceMarginRr": dec(tier.maintenance_margin_rate),
                     }
+                    for tier in spec.risk_tiers
                 ],
             }
         ],

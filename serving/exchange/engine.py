@@ -5,14 +5,15 @@ Time line (market time, see ``docs/exchange.md``). The engine processes the repl
 boundaries in order as the clock passes them; at equal times a bar's close comes before the
 next bar's open:
 
-* **bar close** (``close_ms`` of bar ``k``): an open position is liquidated if
-  ``[low_k, high_k]`` reaches its liquidation price; resting limit orders that were active
+* **bar close** (``close_ms`` of bar ``k``): an open position is liquidated (closed at its
+  bankruptcy price) if the bar's mark range ``[mark_low_k, mark_high_k]`` reaches its
+  liquidation price; resting limit orders that were active
   during bar ``k`` and that it traded through fill as makers at their own price
   (:func:`~serving.exchange.matching.crosses`); the position is checked for liquidation
   again; bar listeners hear of the closed bar.
-* **bar open** (``open_ms`` of bar ``j``): funding ``funding_rate[j]`` is settled at
-  ``open_j`` on the position held; a gap through the liquidation price liquidates at the
-  open; orders waiting for this open enter matching at ``open_j``
+* **bar open** (``open_ms`` of bar ``j``): funding ``funding_rate[j]`` is settled on the
+  position held, valued at the mark open; a mark gap through the liquidation price
+  liquidates at the open; orders waiting for this open enter matching at ``open_j``
   (:func:`~serving.exchange.matching.at_open`).
 
 **Fill timing.** An order enters matching at the first bar open at or after the moment it is
@@ -207,7 +208,7 @@ class ExchangeEngine:
 
     # ------------------------------------------------------------------ reading
     def account_view(self, api_key: str) -> AccountView:
-        """Balances and the position of ``api_key``, marked at the last price."""
+        """Balances and the position of ``api_key``, marked at the mark price."""
         with self._operation():
             return self._view(self._account(api_key))
 
@@ -472,16 +473,18 @@ class ExchangeEngine:
                 self._publish(bar.open_ms)
 
     def _on_bar_open(self, bar: Bar) -> None:
+        mark_open = self.market.mark_ohlc(self.market.index_of(bar))[0]
         for acct in self._accounts.values():
             if bar.funding_rate != 0.0 and acct.perp.qty != 0.0:
-                self._settle_funding(acct, bar)
-            self._liquidate_if_reached(acct, bar.open, bar.open, bar.open_ms)
+                self._settle_funding(acct, bar, mark_open)
+            self._liquidate_if_reached(acct, mark_open, mark_open, bar.open_ms)
             for order in [o for o in acct.open_orders.values() if o.status is OrdStatus.CREATED]:
                 self._activate(acct, order, bar)
 
     def _on_bar_close(self, bar: Bar) -> None:
+        _, mark_high, mark_low, _ = self.market.mark_ohlc(self.market.index_of(bar))
         for acct in self._accounts.values():
-            self._liquidate_if_reached(acct, bar.low, bar.high, bar.close_ms)
+            self._liquidate_if_reached(acct, mark_low, mark_high, bar.close_ms)
             for order in list(acct.open_orders.values()):
                 active = order.status is OrdStatus.NEW and order.active_from_ms is not None
                 if (
@@ -491,7 +494,7 @@ class ExchangeEngine:
                 ):
                     assert order.price is not None
                     self._fill(acct, order, order.price, Liquidity.MAKER, bar.close_ms)
-            self._liquidate_if_reached(acct, bar.low, bar.high, bar.close_ms)
+            self._liquidate_if_reached(acct, mark_low, mark_high, bar.close_ms)
 
     def _activate(self, acct: PaperAccount, order: Order, bar: Bar) -> None:
         """Enter ``order`` into matching at the open of ``bar``."""
@@ -556,9 +559,10 @@ class ExchangeEngine:
             )
         self._emit(acct, [payloads.aop_order(order, action="New", execution=execution)])
 
-    def _settle_funding(self, acct: PaperAccount, bar: Bar) -> None:
+    def _settle_funding(self, acct: PaperAccount, bar: Bar, mark: float) -> None:
+        """Settle ``bar.funding_rate`` on the position valued at ``mark`` (USDT)."""
         qty = acct.perp.qty
-        paid = acct.perp.settle_funding(bar.funding_rate, bar.open)
+        paid = acct.perp.settle_funding(bar.funding_rate, mark)
         acct.last_funding_ms = bar.open_ms
         side = Side.BUY if qty > 0 else Side.SELL
         self._record(
@@ -567,7 +571,7 @@ class ExchangeEngine:
             bar.open_ms,
             side,
             abs(qty),
-            bar.open,
+            mark,
             paid,
             bar.funding_rate,
             Liquidity.FUNDING,
@@ -637,7 +641,7 @@ class ExchangeEngine:
         try:
             trial.fill(order.signed_qty, price, liquidity, order.reduce_only)
         except OrderRefused as exc:
-            raise refusal_error(exc.result, order, acct.perp.qty, price) from None
+            raise refusal_error(exc.result, order, acct.perp.qty, price, exc.detail) from None
 
     def _volume_before(self, index: int) -> float:
         """Volume of the bar before bar ``index``, which the slippage model sizes impact with
@@ -714,7 +718,7 @@ class ExchangeEngine:
         return execution
 
     def _view(self, acct: PaperAccount) -> AccountView:
-        return acct.view(self.spec, self._last_price())
+        return acct.view(self.spec, self.market.mark_price(self._now_ms))
 
     def _last_price(self) -> float:
         """The last price as of the instant the engine has caught up to."""

@@ -59,6 +59,9 @@ class Code(IntEnum):
     """InvalidOrder: TE_ORD_REPLACE_NOT_MODIFIED."""
     ORD_STATUS_CANNOT_REPLACE = 11066
     """InvalidOrder: TE_ORD_STATUS_CANNOT_REPLACE."""
+    RISK_LIMIT_EXCEEDS = 11081
+    """InvalidOrder: TE_RISK_LIMIT_EXCEEDS (the position would be above its risk tier's
+    leverage, or above the last tier)."""
     CANNOT_COVER_ESTIMATE_ORDER_LOSS = 11082
     """InsufficientFunds: TE_CANNOT_COVER_ESTIMATE_ORDER_LOSS (market orders)."""
     CANNOT_REPLACE_MARKET_ORDER = 11108

@@ -146,6 +146,7 @@ class ReplayMarket:
         self.funding_ts = funding["timestamp"].to_numpy(np.int64)[order]
         self.funding_rate = funding["funding_rate"].to_numpy(np.float64)[order]
         self._close_time = data.timestamp + self.timeframe_ms
+        self._mark = data.mark_ohlc()
 
     @property
     def resolution_s(self) -> int:
@@ -166,6 +167,20 @@ class ReplayMarket:
         """The index of ``bar`` (one of this replay's bars) in the replay."""
         return int(np.searchsorted(self.data.timestamp, bar.open_ms))
 
+    def mark_ohlc(self, index: int) -> tuple[float, float, float, float]:
+        """Mark-price open, high, low, close (USDT) of bar ``index``: what positions are marked
+        and liquidated at (:attr:`MarketData.mark_close` ...; the last price where the store
+        has no mark series)."""
+        o, h, lo, c = self._mark
+        return float(o[index]), float(h[index]), float(lo[index]), float(c[index])
+
+    def mark_price(self, now_ms: int | None = None) -> float:
+        """Mark close of the last bar closed at ``now_ms`` (default: the clock); before any
+        bar has closed, the first bar's mark open."""
+        hi = self.closed_bars(now_ms)
+        mark_open, _, _, mark_close = self._mark
+        return float(mark_close[hi - 1]) if hi else float(mark_open[0])
+
     def open_time_ms(self, index: int) -> int:
         return int(self.data.timestamp[index])
 
@@ -179,7 +194,7 @@ class ReplayMarket:
 
     def last_price(self, now_ms: int | None = None) -> float:
         """Close of the last bar closed at ``now_ms`` (default: the clock) - the ticker's last
-        and mark price; before any bar has closed, the first bar's open."""
+        price; before any bar has closed, the first bar's open."""
         hi = self.closed_bars(now_ms)
         return float(self.data.close[hi - 1]) if hi else float(self.data.open[0])
 

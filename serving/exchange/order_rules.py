@@ -2,7 +2,7 @@
 
 Two layers: the contract's static limits (symbol, tick and lot multiples, price and quantity
 range), checked before anything else, and the account model's verdict on a trial fill
-(:class:`envs.account.FillResult`: margin, size, order value, reduce-only), mapped to the
+(:class:`envs.account.FillResult`: margin, risk limit, size, order value, reduce-only), mapped to the
 codes Phemex answers with so ccxt raises the same exception classes.
 """
 
@@ -59,10 +59,15 @@ def check_order_values(spec: ContractSpec, qty: float, price: float | None) -> N
         )
 
 
-def refusal_error(result: FillResult, order: Order, position: float, price: float) -> PhemexError:
+def refusal_error(
+    result: FillResult, order: Order, position: float, price: float, detail: str = ""
+) -> PhemexError:
     """The Phemex error for the account model refusing ``order`` at ``price`` while holding
-    ``position`` (signed contracts)."""
+    ``position`` (signed contracts); ``detail`` is the model's reason
+    (:attr:`envs.account.OrderRefused.detail`, which names the risk tier)."""
     what = f"{order.side.value} {order.qty:g} at {price}"
+    if result is FillResult.REFUSED_RISK_LIMIT:
+        return PhemexError(Code.RISK_LIMIT_EXCEEDS, f"risk limit exceeded by {what}: {detail}")
     if result is FillResult.REFUSED_MARGIN:
         # Market orders are refused for the loss they may cause, limits for the balance.
         code = (

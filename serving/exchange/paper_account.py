@@ -170,7 +170,7 @@ class PaperAccount:
             unrealised_pnl=perp.unrealised_pnl(mark),
             margin=perp.position_margin,
             liquidation_price=perp.liquidation_price,
-            maintenance_margin_rate=spec.maintenance_margin_rate,
+            maintenance_margin_rate=perp.maintenance_margin_rate,
             taker_fee_rate=spec.taker_fee,
             maker_fee_rate=spec.maker_fee,
             cum_funding=perp.funding_paid,

@@ -1,5 +1,7 @@
 """Small hand-made markets for environment tests."""
 
+import dataclasses
+
 import numpy as np
 
 from envs.data.market_data import MarketData
@@ -29,6 +31,18 @@ def make_market(
         funding_rate=np.zeros(n) if funding is None else np.asarray(funding, dtype=np.float64),
         source="synthetic",
     )
+
+
+def with_mark(market: MarketData, **at: dict[int, float]) -> MarketData:
+    """``market`` with a recorded mark series: the last prices, except ``mark_low={30: x}``
+    style overrides (column name -> {bar index: price})."""
+    mark = {
+        f"mark_{name}": getattr(market, name).copy() for name in ("open", "high", "low", "close")
+    }
+    for name, changes in at.items():
+        for i, price in changes.items():
+            mark[name][i] = price
+    return dataclasses.replace(market, **mark)
 
 
 def constant_features(n: int, n_features: int = 2) -> FeatureMatrix:

@@ -67,31 +67,66 @@ def test_funding_sign_longs_pay_positive_rates(qty, rate, paid):
     assert a.funding_paid == pytest.approx(paid)
 
 
-def test_liquidation_price_long_and_short():
+# Phemex help centre, "How are Liquidation Prices calculated?" (phemex.com/help-center/
+# liquidation-price), linear contracts, isolated margin (initial margin = open value / L):
+#   long:  liquidation value = open value + open value x MMR - open value / leverage
+#   short: liquidation value = open value - open value x MMR + open value / leverage
+#   liquidation price = liquidation value / quantity
+# and "Why is the fill price (bankruptcy price) different from the liquidation price?": the
+# position is closed at the bankruptcy price, where the whole initial margin is lost.
+
+
+def test_liquidation_price_is_phemex_linear_formula_long_and_short():
     long_ = account(leverage=10)
     long_.fill(0.1, 80_000.0)
-    # entry x (1 - 1/L) / (1 - mmr) = 80,000 x 0.9 / 0.995
-    assert long_.liquidation_price == pytest.approx(72_361.809045, rel=1e-9)
+    # open value 8,000: (8,000 + 8,000 x 0.005 - 8,000 / 10) / 0.1 = 72,400
+    assert long_.liquidation_price == 72_400.0
     short = account(leverage=10)
     short.fill(-0.1, 80_000.0)
-    # entry x (1 + 1/L) / (1 + mmr) = 80,000 x 1.1 / 1.005
-    assert short.liquidation_price == pytest.approx(87_562.189055, rel=1e-9)
-    # at the liquidation price the position's equity is exactly the maintenance margin
-    liq = long_.liquidation_price
-    assert long_.position_margin + long_.unrealised_pnl(liq) == pytest.approx(0.005 * 0.1 * liq)
+    # (8,000 - 8,000 x 0.005 + 8,000 / 10) / 0.1 = 87,600
+    assert short.liquidation_price == 87_600.0
+    # (the old entry x (1 - 1/L) / (1 - MMR) gave 72,361.8: about 5 bp apart at 10x ...)
+    two = account(leverage=2)
+    two.fill(0.1, 80_000.0)
+    # (... and 25 bp at 2x): (8,000 + 40 - 4,000) / 0.1 = 40,400 against 40,201.0
+    assert two.liquidation_price == 40_400.0
+    # at the liquidation price the position keeps exactly its maintenance margin (on open value)
+    assert long_.position_margin + long_.unrealised_pnl(72_400.0) == pytest.approx(0.005 * 8_000)
 
 
-def test_liquidation_loses_the_position_margin():
+def test_liquidation_closes_at_the_bankruptcy_price_losing_the_initial_margin():
     a = account(leverage=10)
     a.fill(0.1, 80_000.0)
     wallet = a.wallet_balance
-    assert a.check_liquidation(low=72_400.0, high=81_000.0) is None  # above 72,361.8: survives
-    fill = a.check_liquidation(low=72_000.0, high=81_000.0)
+    assert a.bankruptcy_price == 72_000.0  # 80,000 x (1 - 1/10)
+    assert a.check_liquidation(low=72_400.1, high=81_000.0) is None  # mark above 72,400
+    fill = a.check_liquidation(low=72_400.0, high=81_000.0)
     assert fill is not None and fill.liquidity == "liquidation"
-    assert fill.price == pytest.approx(72_361.809045)
+    assert fill.price == 72_000.0
+    assert fill.realised_pnl == pytest.approx(-800.0)  # 0.1 x (72,000 - 80,000)
+    assert fill.fee == 0.0  # the maintenance margin leaves with the position, not as a fee
     assert a.qty == 0.0
     assert a.wallet_balance == pytest.approx(wallet - 800.0)  # margin 0.1 x 80,000 / 10
     assert a.margin_ratio(72_000.0) == 0.0
+
+
+def test_short_bankruptcy_and_a_mark_gap_far_past_it_still_closes_there():
+    a = account(leverage=4)
+    a.fill(-0.1, 80_000.0)
+    # liquidation (8,000 - 40 + 2,000) / 0.1 = 99,600; bankruptcy 80,000 x 1.25 = 100,000
+    assert a.liquidation_price == 99_600.0
+    wallet = a.wallet_balance
+    fill = a.check_liquidation(low=120_000.0, high=120_000.0)
+    assert fill is not None and fill.price == 100_000.0
+    assert a.wallet_balance == pytest.approx(wallet - 2_000.0)
+
+
+def test_a_long_at_1x_liquidates_only_at_the_maintenance_margin_of_its_value():
+    a = account(leverage=1)
+    a.fill(0.1, 80_000.0)
+    # (8,000 + 40 - 8,000) / 0.1 = 400
+    assert a.liquidation_price == 400.0
+    assert a.check_liquidation(low=401.0, high=80_000.0) is None
 
 
 def test_margin_ratio_reaches_one_at_the_liquidation_price():
@@ -99,6 +134,61 @@ def test_margin_ratio_reaches_one_at_the_liquidation_price():
     a.fill(0.1, 80_000.0)
     assert a.margin_ratio(80_000.0) == pytest.approx(0.005 * 8000 / 800)
     assert a.margin_ratio(a.liquidation_price) == pytest.approx(1.0)
+
+
+def test_maintenance_margin_by_risk_tier_is_phemex_worked_example():
+    # Phemex help centre, "Leverage & Margin of USDT-M contracts" (help-center/
+    # legerage-IM-MM-USDTM): for BTCUSDT, a position value of 3,000,000 has 2,000,000 in
+    # tier 1 and 1,000,000 in tier 2: 2,000,000 x 0.50 % + 1,000,000 x 0.75 % = 17,500.
+    assert BTCUSDT.maintenance_margin(3_000_000.0) == pytest.approx(17_500.0)
+    # the same as notional x MMR - maintenance amount: 3,000,000 x 0.75 % - 5,000
+    assert BTCUSDT.maintenance_amount(1) == pytest.approx(5_000.0)
+    assert BTCUSDT.maintenance_margin(1_000_000.0) == pytest.approx(5_000.0)
+    a = account(balance=200_000.0, leverage=50)
+    a.fill(37.5, 80_000.0)  # open value 3,000,000
+    assert a.maintenance_margin == pytest.approx(17_500.0)
+    assert a.maintenance_margin_rate == 0.0075
+    # liquidation value = 3,000,000 + 17,500 - 3,000,000 / 50 = 2,957,500; / 37.5 =
+    # 78,866.666..., rounded up to the tick (a long triggers no later)
+    assert a.liquidation_price == 78_866.7
+
+
+def test_an_order_above_its_risk_tiers_leverage_is_refused_naming_the_tier():
+    a = account(balance=100_000.0, leverage=100)
+    a.fill(25.0, 80_000.0)  # 2,000,000: the top of tier 1, 100x allowed
+    with pytest.raises(OrderRefused) as refused:
+        a.fill(0.001, 80_000.0)  # 2,000,080: tier 2 allows 66.67x
+    assert refused.value.result == FillResult.REFUSED_RISK_LIMIT
+    assert "risk tier 2" in str(refused.value) and "66.6667x" in str(refused.value)
+    assert a.qty == 25.0
+    a.fill(-1.0, 80_000.0)  # reducing is always accepted
+    big = account(balance=10_000_000.0, leverage=1)
+    with pytest.raises(OrderRefused, match="above the last risk tier 3") as refused:
+        big.fill(75.001, 80_000.0)  # 6,000,080 USDT: beyond every tier
+    assert refused.value.result == FillResult.REFUSED_RISK_LIMIT
+    big.fill(75.0, 80_000.0)
+
+
+def test_a_flat_tier_table_when_margin_rate_or_max_leverage_change():
+    custom = BTCUSDT.with_changes(maintenance_margin_rate=0.004)
+    assert len(custom.risk_tiers) == 1 and custom.risk_tiers[0].maintenance_margin_rate == 0.004
+    assert ContractSpec(**custom.to_dict()) == custom
+    assert ContractSpec(**BTCUSDT.to_dict()) == BTCUSDT  # tiers survive a JSON round trip
+    with pytest.raises(ValueError, match="risk_tiers\\[0\\].*0.005.*0.004"):
+        dataclasses.replace(BTCUSDT, maintenance_margin_rate=0.004)
+
+
+def test_prices_are_exact_multiples_of_the_tick():
+    a = account()
+    # 854,784 ticks of 0.1: 854784 * 0.1 is 85478.40000000001 in binary floating point
+    assert a.market_fill_price(85_478.4, 0.1) == 85_478.4
+    assert repr(BTCUSDT.round_price(85_478.43, side=-1)) == "85478.4"
+    for entry in (85_478.4, 81_234.5, 79_999.9, 12_345.6):
+        for qty in (0.1, -0.1):
+            b = account(leverage=7)
+            b.fill(qty, entry)
+            for price in (b.liquidation_price, b.bankruptcy_price):
+                assert price == float(f"{price:.1f}")  # the float of the decimal itself
 
 
 def test_order_margin_cannot_cover_is_refused_and_changes_nothing():

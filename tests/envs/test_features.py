@@ -10,7 +10,13 @@ import pytest
 import ta
 
 from envs.data.market_data import MarketData
-from envs.features import DEFAULT_FEATURES, FEATURES, FORMAT_VERSION, FeaturePipeline
+from envs.features import (
+    DEFAULT_FEATURES,
+    FEATURES,
+    FORMAT_VERSION,
+    FeaturePipeline,
+    with_funding_interval,
+)
 
 BAR_MS = 300_000
 FUNDING_EVERY = 96  # 8 h of 5m bars
@@ -320,3 +326,11 @@ def test_flat_market_stays_finite() -> None:
 
 def test_registry_lists_every_default() -> None:
     assert {spec["name"] for spec in DEFAULT_FEATURES} == set(FEATURES) - {"day_of_week"}
+
+
+def test_the_funding_look_back_follows_the_contracts_interval():
+    four_hourly = FeaturePipeline(with_funding_interval(DEFAULT_FEATURES, 4 * 3_600_000))
+    (funding,) = [f for f in four_hourly.features if f.name == "funding_rate"]
+    assert funding.lookback(300_000) == 48  # 4 h of 5 m bars, not 8 h
+    kept = with_funding_interval([{"name": "funding_rate", "interval_hours": 1}], 4 * 3_600_000)
+    assert kept == [{"name": "funding_rate", "interval_hours": 1}]  # an explicit value stays

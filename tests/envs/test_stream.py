@@ -221,3 +221,58 @@ async def test_lossy_socket_still_gives_each_bar_once_and_verify_makes_values_ex
     # Without verify a lost final update can leave a candle's last socket values in place,
     # but never costs or repeats a bar.
     assert [b.open_ms for b in bars] == data.timestamp[START + 1 : START + 101].tolist()
+
+
+async def test_a_settlement_published_late_is_read_again_not_left_at_the_default(data, funding):
+    # A settlement whose rate differs from the default, published 7 minutes after its hour:
+    # when its bar closes (5 minutes after the hour) the exchange has not reported it yet.
+    settle = next(
+        j
+        for j in range(START, len(data))
+        if data.funding_rate[j] != 0 and abs(data.funding_rate[j] - 1e-4) > 1e-6
+    )
+    slot = int(data.timestamp[settle])
+    late = funding.copy()
+    late.loc[late["timestamp"] == slot, "timestamp"] = slot + 7 * 60_000
+    with serve(data, late, start=settle - 2) as server:
+        stream = live_stream(server)
+        try:
+            await stream.history(5)
+            close_bars(server)
+            assert (await anext(stream)).open_ms == data.timestamp[settle - 1]
+            close_bars(server)  # bar `settle` closes at slot + 5 min: not published yet
+
+            def publish_after_the_first_read() -> None:
+                deadline = time.monotonic() + 10
+                while server.requests.count(path) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.01)  # history's read, then the bar's: nothing published
+                close_bars(server)  # slot + 10 min: the settlement is out
+
+            path = "/api-data/public/data/funding-rate-history"
+            publisher = threading.Thread(target=publish_after_the_first_read)
+            publisher.start()
+            bar = await asyncio.wait_for(anext(stream), 10)
+            publisher.join()
+            assert bar.open_ms == slot
+            assert bar.funding_rate == pytest.approx(data.funding_rate[settle])
+            assert stream.stats.funding_defaults == 0
+            # the exchange was asked for it again after the first read came back without it
+            assert server.requests.count(path) >= 3  # history, the first read, the re-read
+        finally:
+            await stream.aclose()
+
+
+async def test_a_settlement_never_published_settles_the_default_and_is_counted(data, funding):
+    settle = next(j for j in range(START, len(data)) if data.funding_rate[j] != 0)
+    slot = int(data.timestamp[settle])
+    missing = funding[funding["timestamp"] != slot]
+    with serve(data, missing, start=settle - 1) as server:
+        stream = live_stream(server, funding_retries=1, default_funding_rate=0.0003)
+        try:
+            await stream.history(5)
+            close_bars(server)
+            bar = await asyncio.wait_for(anext(stream), 10)
+            assert (bar.open_ms, bar.funding_rate) == (slot, 0.0003)
+            assert stream.stats.funding_defaults == 1
+        finally:
+            await stream.aclose()

@@ -11,6 +11,7 @@ from envs.config import EnvConfig
 from envs.data.store import load_market_data, read_funding, sample_data_dir
 from envs.features import FeaturePipeline
 from envs.live_env import LiveTradingEnv
+from envs.market import BTCUSDT
 from envs.streams import ReplayBarStream
 from envs.streams.live import CcxtBarStream
 from envs.trading_env import PhemexTradingEnv
@@ -108,3 +109,13 @@ def test_too_short_a_history_is_reported(data):
     with pytest.raises(ValueError, match="history"):
         env.reset()
     env.close()
+
+
+async def test_a_stream_settling_funding_on_another_interval_than_the_contract_is_refused():
+    client = make_phemex_client(base_url="http://127.0.0.1:9", pro=True, rate_limit=False)
+    stream = CcxtBarStream(client, SYMBOL, "5m", funding_interval_ms=4 * 3_600_000)
+    try:
+        with pytest.raises(ValueError, match="every 14400000 ms.*every 28800000 ms"):
+            LiveTradingEnv(stream, config=CONFIG, contract=BTCUSDT)
+    finally:
+        await client.close()

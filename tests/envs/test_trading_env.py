@@ -7,7 +7,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 
 import envs  # noqa: F401  (registers PhemexTrading-v0)
 from envs.trading_env import PhemexTradingEnv
-from tests.envs.synthetic import constant_features, make_market
+from tests.envs.synthetic import constant_features, make_market, with_mark
 
 SHORT, FLAT, LONG = 0, 1, 2
 
@@ -158,6 +158,52 @@ def test_liquidation_terminates_the_episode_and_costs_the_margin():
     # plus the whole initial margin (1.187 x 80,000 / 10) are gone; the rest of the wallet stays
     assert info["equity"] == pytest.approx(10_000 - 1.187 * 80_000 * (0.0006 + 0.1))
     assert np.datetime64(info["time_ms"], "ms") == np.datetime64("2025-03-07T06:00")  # bar 30
+
+
+def run_long_from(market, start=20, steps=15, **kw):
+    """Hold a 10x long from the open of bar ``start + 1``; the last step's info and whether it
+    ended the episode."""
+    env = synthetic_env(market, leverage=10, rebalance_band=0.05, **kw)
+    env.reset(options={"start": start})
+    for _ in range(steps):
+        _, _, terminated, _, info = env.step(LONG)
+        if terminated:
+            break
+    return info, terminated
+
+
+# 1.187 BTC at 80,000 and 10x (0.95 x 10,000 x 10 / 80,000 in lots): Phemex's liquidation
+# price 80,000 x (1 + 0.5 % - 1/10) = 72,400, bankruptcy price 80,000 x 0.9 = 72,000.
+QTY_10X = 1.187
+
+
+def test_liquidation_is_triggered_by_the_mark_price_not_the_last_price():
+    low = np.full(100, 80_000.0)
+    low[30] = 72_000.0
+    spike = make_market(np.full(100, 80_000.0), low=low)  # a last-price wick
+    # no mark series: the last price stands in (conservative) and the wick liquidates
+    info, terminated = run_long_from(spike)
+    assert terminated and info["liquidated"]
+    # the mark stayed at 79,000: the same wick no longer liquidates
+    info, terminated = run_long_from(with_mark(spike, mark_low={30: 79_000.0}))
+    assert not terminated and not info["liquidated"] and info["position"] == QTY_10X
+    # the mark reaching 72,400 liquidates though the last price never went below 79,000
+    low[30] = 79_000.0
+    calm = make_market(np.full(100, 80_000.0), low=low)
+    info, terminated = run_long_from(with_mark(calm, mark_low={30: 72_400.0}))
+    assert terminated and info["liquidated"]
+    # closed at the bankruptcy price: the taker fee and the whole initial margin are gone
+    assert info["equity"] == pytest.approx(10_000 - QTY_10X * 80_000 * (0.0006 + 0.1))
+
+
+def test_equity_and_unrealised_pnl_are_marked_at_the_mark_close():
+    market = with_mark(make_market(np.full(100, 80_000.0)), mark_close={21: 80_500.0})
+    env = synthetic_env(market, leverage=10, rebalance_band=0.05)
+    env.reset(options={"start": 20})
+    obs, _, _, _, info = env.step(LONG)  # fills at the open of bar 21 (80,000)
+    fee = QTY_10X * 80_000 * 0.0006
+    assert info["equity"] == pytest.approx(10_000 - fee + QTY_10X * 500)
+    assert obs[-2] == pytest.approx(QTY_10X * 500 / info["equity"], rel=1e-6)
 
 
 def test_episode_truncates_at_its_length():

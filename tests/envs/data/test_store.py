@@ -20,11 +20,13 @@ from envs.data.store import (
     funding_path,
     list_datasets,
     load_market_data,
+    mark_candles_path,
     read_candles,
     read_funding,
     sample_data_dir,
     write_candles,
     write_funding,
+    write_mark_candles,
 )
 
 SYMBOL = "BTC/USDT:USDT"
@@ -158,10 +160,11 @@ def test_missing_column_is_reported(tmp_path):
         read_candles(tmp_path, "phemex", SYMBOL, "5m")
 
 
-def test_funding_is_floored_to_the_hour_on_write_and_checked_on_read(tmp_path):
+def test_funding_goes_to_the_nearest_hour_on_write_and_is_checked_on_read(tmp_path):
+    # stamps arrive a few ms late or early: 16:00:00.003 and 07:59:59.998 are 16:00 and 08:00
     jittered = pd.DataFrame(
         {
-            "timestamp": [T0 + 3, T0 + 8 * H1 - 0, T0 + 16 * H1 + 10],
+            "timestamp": [T0 + 3, T0 + 8 * H1 - 2, T0 + 16 * H1 + 10],
             "funding_rate": [1e-4, -2e-5, 3e-5],
         }
     )
@@ -171,7 +174,7 @@ def test_funding_is_floored_to_the_hour_on_write_and_checked_on_read(tmp_path):
     assert back["funding_rate"].tolist() == [1e-4, -2e-5, 3e-5]
 
     jittered.to_parquet(funding_path(tmp_path, "phemex", SYMBOL), index=False)
-    with pytest.raises(DataValidationError, match="floored to the hour") as err:
+    with pytest.raises(DataValidationError, match="on the hour") as err:
         read_funding(tmp_path, "phemex", SYMBOL)
     assert err.value.row == 0
 
@@ -265,7 +268,7 @@ def test_funding_lands_on_the_bar_whose_interval_holds_it(tmp_path):
 
     expected = {
         T0: 1e-5,  # 00:00 settlement before the file starts: the default
-        T0 + 8 * H1: 2e-4,  # 08:00:00.003 floored to 08:00, in (07:00, 08:00]
+        T0 + 8 * H1: 2e-4,  # 08:00:00.003 rounded to 08:00, in (07:00, 08:00]
         T0 + 16 * H1: -1e-4,
         DAY2: 3e-4,
         DAY2 + 8 * H1: 1e-5,  # after the file ends: the default
@@ -305,6 +308,64 @@ def test_align_funding_counts_every_settlement_in_a_long_interval():
     assert align_funding(ts, "1h", None, None, 1e-4).tolist() == [0.0, pytest.approx(3e-4)]
     # the first bar's interval is (open - timeframe, open]
     assert align_funding(np.array([T0]), "1h", None, None, 1e-4).tolist() == [1e-4]
+
+
+def test_align_funding_takes_each_stamp_to_its_nearest_hour():
+    ts = np.array([T0 + 7 * H1, T0 + 8 * H1])
+    early = np.array([T0 + 8 * H1 - 2])  # 07:59:59.998 is the 08:00 settlement
+    assert align_funding(ts, "1h", early, np.array([2e-4]), 0.0).tolist() == [0.0, 2e-4]
+    late = np.array([T0 + 8 * H1 + 3])  # 08:00:00.003 too
+    assert align_funding(ts, "1h", late, np.array([2e-4]), 0.0).tolist() == [0.0, 2e-4]
+
+
+def test_the_contracts_funding_interval_decides_the_default_settlements(tmp_path):
+    write_candles(make_candles(24 * 12 + 1), tmp_path, "phemex", SYMBOL, "5m")  # 00:00 .. 00:00
+    market = load_market_data(
+        SYMBOL, "5m", tmp_path, default_funding_rate=1e-4, funding_interval_ms=4 * H1
+    )
+    settled = market.timestamp[market.funding_rate != 0]
+    assert settled.tolist() == [T0 + h * H1 for h in range(0, 25, 4)]
+
+
+def test_mark_candles_beside_the_candles_are_the_mark_series(tmp_path):
+    candles = make_candles(12)
+    write_candles(candles, tmp_path, "phemex", SYMBOL, "5m")
+    plain = load_market_data(SYMBOL, "5m", tmp_path)
+    assert not plain.has_mark_price
+    assert all(
+        m is p
+        for m, p in zip(
+            plain.mark_ohlc(), (plain.open, plain.high, plain.low, plain.close), strict=True
+        )
+    )
+
+    mark = candles.iloc[:10].copy()  # the mark file ends two bars early
+    for name in ("open", "high", "low", "close"):
+        mark[name] += 5.0
+    mark["volume"] = 0.0
+    path = write_mark_candles(mark, tmp_path, "phemex", SYMBOL, "5m")
+    assert path == tmp_path / "phemex" / "BTC_USDT_USDT" / "mark_5m.parquet"
+    assert path == mark_candles_path(tmp_path, "phemex", SYMBOL, "5m")
+    market = load_market_data(SYMBOL, "5m", tmp_path)
+    assert market.has_mark_price
+    expected = candles["close"].to_numpy() + np.r_[np.full(10, 5.0), 0.0, 0.0]  # then last price
+    np.testing.assert_array_equal(market.mark_close, expected)
+    np.testing.assert_array_equal(
+        market.mark_low, candles["low"].to_numpy() + np.r_[np.full(10, 5.0), 0.0, 0.0]
+    )
+    sliced = market.slice(2, 5)
+    np.testing.assert_array_equal(sliced.mark_close, expected[2:5])
+    assert [d.timeframe for d in list_datasets(tmp_path)] == ["5m"]  # not a timeframe of its own
+
+
+def test_a_broken_mark_file_is_named(tmp_path):
+    write_candles(make_candles(12), tmp_path, "phemex", SYMBOL, "5m")
+    bad = make_candles(12)
+    bad.loc[3, "high"] = 1.0  # below its low
+    bad.to_parquet(mark_candles_path(tmp_path, "phemex", SYMBOL, "5m"), index=False)
+    with pytest.raises(DataValidationError, match="mark_5m.parquet.*high >= low") as err:
+        load_market_data(SYMBOL, "5m", tmp_path)
+    assert err.value.row == 3
 
 
 # ---------------------------------------------------------------------------------------------

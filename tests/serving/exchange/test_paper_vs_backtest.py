@@ -4,6 +4,8 @@ the equivalent market orders through ccxt at each bar close while its clock step
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -28,9 +30,20 @@ def my_trades(client) -> list[dict]:
             return rows
 
 
-@pytest.mark.parametrize("slippage", ["fixed", "spread_impact"])
-def test_paper_exchange_equals_the_backtest(sample_5m, sample_funding, slippage):
+def with_mark_series(data):
+    """``data`` with a recorded mark series that wanders up to 0.2 % around the last price."""
+    wobble = 1.0 + 0.002 * np.sin(np.arange(len(data)) / 7.0)
+    mark = {f"mark_{n}": getattr(data, n) * wobble for n in ("open", "high", "low", "close")}
+    return dataclasses.replace(data, **mark)
+
+
+@pytest.mark.parametrize(
+    ("slippage", "mark"), [("fixed", "last"), ("spread_impact", "last"), ("fixed", "recorded")]
+)
+def test_paper_exchange_equals_the_backtest(sample_5m, sample_funding, slippage, mark):
     data = sample_5m.slice(0, BARS)
+    if mark == "recorded":  # marked, funded and liquidated at the mark on both sides
+        data = with_mark_series(data)
     env = PhemexTradingEnv(
         market=data,
         episode_length=None,

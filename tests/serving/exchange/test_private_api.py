@@ -4,6 +4,9 @@ idempotency and rate limits."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import ccxt
 import pytest
 
@@ -50,7 +53,9 @@ def test_market_order_fills_at_the_next_open_plus_slippage(paper_client, sample_
     assert position["entryPrice"] == fill_price
     assert position["unrealizedPnl"] == pytest.approx(0.05 * (mark - fill_price))
     assert position["collateral"] == pytest.approx(0.05 * fill_price / 5)
-    assert position["liquidationPrice"] == pytest.approx(fill_price * (1 - 1 / 5) / (1 - 0.005))
+    # Phemex: long liquidation value = open value x (1 + MMR - 1/L); price rounded up to the tick
+    liquidation = math.ceil(fill_price * (1 + 0.005 - 1 / 5) * 10 - 1e-6) / 10
+    assert position["liquidationPrice"] == pytest.approx(liquidation, abs=1e-9)
 
     balance = paper_client.fetch_balance()["USDT"]
     assert balance["total"] == pytest.approx(10_000 - 0.05 * fill_price * TAKER)
@@ -328,10 +333,14 @@ def test_liquidation_when_a_bar_reaches_the_liquidation_price(
     liquidation = [
         t for t in paper_client.fetch_my_trades(SYMBOL) if t["info"]["tradeType"] == "LiqTrade"
     ]
-    assert len(liquidation) == 1 and liquidation[0]["price"] == pytest.approx(liq)
-    margin = 0.1 * order["average"] / 100
-    fee = 0.1 * order["average"] * TAKER
-    assert paper_client.fetch_balance()["USDT"]["total"] == pytest.approx(10_000 - fee - margin)
+    # closed at the bankruptcy price entry x (1 - 1/100), rounded up to the tick
+    entry = order["average"]
+    bankruptcy = math.ceil(entry * 0.99 * 10 - 1e-6) / 10
+    assert len(liquidation) == 1 and liquidation[0]["price"] == pytest.approx(bankruptcy, abs=1e-9)
+    loss = 0.1 * (entry - bankruptcy)  # the initial margin 0.1 x entry / 100, to the tick
+    assert loss == pytest.approx(0.1 * entry / 100, abs=0.1 * 0.1)
+    fee = 0.1 * entry * TAKER
+    assert paper_client.fetch_balance()["USDT"]["total"] == pytest.approx(10_000 - fee - loss)
 
 
 def test_order_book_and_trades_are_synthesised_from_the_closed_bars(paper_client, sample_5m):
@@ -374,3 +383,47 @@ def test_positions_carry_their_opening_and_last_update_times(paper_client, repla
     paper_client.create_order(SYMBOL, "market", "buy", 0.02, params={"reduceOnly": True})
     assert (position()["contracts"], position()["timestamp"]) == (0, None)
     assert position()["lastUpdateTimestamp"] == replay_clock.now_ms()
+
+
+def test_an_order_above_its_risk_tiers_leverage_is_refused_with_11081(paper_client, sample_5m):
+    paper_client.set_leverage(100, SYMBOL)
+    price = next_open(sample_5m)
+    qty = math.ceil(2_000_000 / price * 1000 + 1) / 1000  # just above tier 1's 2,000,000 USDT
+    with pytest.raises(ccxt.InvalidOrder, match="11081.*risk tier 2.*66.6667x"):
+        paper_client.create_order(SYMBOL, "market", "buy", qty)
+    assert paper_client.fetch_positions([SYMBOL])[0]["contracts"] == 0
+
+
+def with_mark_series(data):
+    """``data`` with a recorded mark series (copies of the last prices, 2 USDT above them)."""
+    mark = {f"mark_{n}": getattr(data, n) + 2.0 for n in ("open", "high", "low", "close")}
+    return dataclasses.replace(data, **mark)
+
+
+def test_positions_are_marked_and_liquidated_at_the_mark_price(
+    sample_5m, sample_funding, replay_clock
+):
+    data = with_mark_series(sample_5m)
+    market = ReplayMarket(data, sample_funding, clock=replay_clock)
+    with ExchangeServer(market) as server:
+        client = make_phemex_client(
+            base_url=server.base_url, api_key="paper-key", secret="paper-secret", rate_limit=False
+        )
+        client.set_leverage(100, SYMBOL)
+        order = client.create_order(SYMBOL, "market", "buy", 0.1)
+        replay_clock.step(1)  # bar START_BAR + 1 closes
+        position = client.fetch_positions([SYMBOL])[0]
+        mark = float(data.mark_close[START_BAR + 1])
+        assert position["markPrice"] == mark != float(data.close[START_BAR + 1])
+        assert position["unrealizedPnl"] == pytest.approx(0.1 * (mark - order["average"]))
+        assert float(client.fetch_ticker(SYMBOL)["info"]["markPriceRp"]) == mark
+        # the mark (not the last price) dips to the liquidation price in bar START_BAR + 2
+        liq = position["liquidationPrice"]
+        assert data.low[START_BAR + 2] > liq
+        data.mark_low[START_BAR + 2] = liq
+        replay_clock.step(1)
+        assert client.fetch_positions([SYMBOL])[0]["contracts"] == 0
+        (liquidation,) = [
+            t for t in client.fetch_my_trades(SYMBOL) if t["info"]["tradeType"] == "LiqTrade"
+        ]
+        assert liquidation["price"] == math.ceil(order["average"] * 0.99 * 10 - 1e-6) / 10
