@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from envs import account as acc
 from envs import replay
+from envs.choices import REWARD_KINDS
 from envs.config import EnvConfig
 from envs.data.market_data import MarketData
 from envs.features import DEFAULT_FEATURES, FeatureMatrix, FeaturePipeline
@@ -54,7 +55,7 @@ class EnvLayout:
         settings[replay.C_WINDOW] = config.window
         settings[replay.C_MARGIN_USAGE] = config.margin_usage
         settings[replay.C_REBALANCE_BAND] = config.rebalance_band
-        settings[replay.C_REWARD] = replay.REWARD_KINDS.index(config.reward)
+        settings[replay.C_REWARD] = REWARD_KINDS.index(config.reward)
         settings[replay.C_REWARD_SCALE] = config.reward_scale
         settings[replay.C_DSR_ETA] = config.dsr_eta
         settings[replay.C_DRAWDOWN_PENALTY] = config.drawdown_penalty

@@ -96,7 +96,7 @@ def test_agent_algo_must_match_the_chosen_group():
     ("override", "message"),
     [
         ("agent.policy_kwargs.activation_fn=swish", "activation_fn='swish' is not one of"),
-        ("total_timesteps=0", "total_timesteps=0 must be >= 1"),
+        ("total_timesteps=0", "total_timesteps=0: must be a whole number >= 1"),
         ("env.leverage=500", "leverage=500.0: must be between 1 and 100"),
         ("split.embargo=soon", "split.embargo='soon' is not a duration"),
         (

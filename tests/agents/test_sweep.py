@@ -7,8 +7,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from agents.export import resolve_run_dir
-from agents.sweep import best_trial, list_trials
+from agents.sweep import best_trial, list_trials, resolve_run_dir
 
 from .conftest import TINY, run_python
 
