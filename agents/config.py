@@ -409,6 +409,7 @@ an agent is trained from scratch on the fold's training range, selected on its v
 range and backtested with the baselines on its test range. Writes fold_<k>/ (a run directory
 each), walk_forward.json and walk_forward.html into the output directory.
 It takes the groups and keys of phemex-rl train (below); walkthrough: docs/training.md.
+The schema/* groups are the typed schemas the options extend, not choices.
 """
 
 EVALUATE_HELP = """\

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             *args.overrides,
         ]
     )
-    print(f"[1/3] training PPO for {args.timesteps:,} steps into {run_dir}")
+    print(f"[1/3] training PPO for {args.timesteps:,} steps")
     result = train(cfg, run_dir)
     print(
         f"      best validation {result.objective} {result.best_value:.3f} at step "

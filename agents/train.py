@@ -217,6 +217,8 @@ def train(
     if resume is not None:
         resume.check_compatible(cfg)
 
+    # settings are checked: say where everything goes before the long part starts
+    print(f"run directory: {run_dir}", flush=True)
     import torch
     from stable_baselines3.common.utils import set_random_seed
 
@@ -426,7 +428,6 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     # the trials of one sweep share a wandb group named after the sweep directory
     group = f"sweep-{Path(hc.sweep.dir).name}" if multirun else None
-    print(f"run directory: {hc.runtime.output_dir}", flush=True)
     with reported_errors(multirun):
         result = train(cfg, hc.runtime.output_dir, overrides=list(hc.overrides.task), group=group)
     print(
