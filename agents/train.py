@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.algorithms import ConfigError, get_algorithm, resolve_action
 from agents.config import TrainConfig
 from agents.run import RunFiles, TrainedRun, typed_train_config, write_json
-from agents.splits import Splits
+from agents.splits import DateRange, Splits
 from envs.config import EnvConfig
 
 if TYPE_CHECKING:
@@ -123,6 +123,24 @@ def make_env_config(config: TrainConfig, action: str) -> EnvConfig:
         impact_coef=env.impact_coef,
         episode_length=env.episode_length,
     )
+
+
+def training_episodes(env_config: EnvConfig, dataset: Dataset, train: DateRange) -> EnvConfig:
+    """``env_config`` for the training episodes: the training range, and whole-range episodes
+    when ``env.episode_length`` does not fit in it (short data such as the 1h sample), said
+    in one printed line rather than refused."""
+    from envs.trading_env import MarketReplay
+
+    config = dataclasses.replace(env_config, start=train.start_ms, end=train.end_ms)
+    available = MarketReplay.steps_available(config, dataset.market, dataset.features)
+    if config.episode_length is not None and config.episode_length > available:
+        print(
+            f"note: env.episode_length={config.episode_length} is longer than the {available} "
+            "steps of the training range: every training episode runs the whole range",
+            flush=True,
+        )
+        config = dataclasses.replace(config, episode_length=None)
+    return config
 
 
 def _check_objective(config: TrainConfig, splits: Splits) -> None:
@@ -306,7 +324,7 @@ def _fit(
         market=dataset.market,
         feature_matrix=dataset.features,
         contract=dataset.contract,
-        config=dataclasses.replace(env_config, start=train_range.start_ms, end=train_range.end_ms),
+        config=training_episodes(env_config, dataset, train_range),
         seed=config.seed,
     )
     val_env = backtest_env(

@@ -127,6 +127,13 @@ class MarketReplay(EnvLayout):
         else:
             self.last_start = self.first_start
 
+    @classmethod
+    def steps_available(cls, config: EnvConfig, market: MarketData, features: FeatureMatrix) -> int:
+        """Steps from the first bar an episode may start at to the last it may reach, within
+        ``config.start``/``config.end`` (what the longest episode can take)."""
+        first, last = cls._episode_range(config, market, features)
+        return last - first
+
     @staticmethod
     def _episode_range(
         config: EnvConfig, market: MarketData, features: FeatureMatrix

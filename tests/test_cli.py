@@ -23,7 +23,7 @@ def test_data_list_on_the_sample(capsys):
     assert [row.split()[:4] for row in rows] == [
         ["binance_usdm", SYMBOL, "5m", "10,906"],
         ["binance_usdm", SYMBOL, "15m", "3,635"],
-        ["binance_usdm", SYMBOL, "1h", "719"],
+        ["binance_usdm", SYMBOL, "1h", "908"],
     ]
 
 

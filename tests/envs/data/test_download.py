@@ -28,7 +28,7 @@ GAP = slice(250, 255)
 
 @pytest.fixture(scope="module")
 def timeline() -> MarketData:
-    """The sample's 719 hourly bars, evenly spaced (the exchange's slots)."""
+    """The sample's 908 hourly bars, evenly spaced (the exchange's slots)."""
     return load_market_data(SYMBOL, "1h")
 
 
