@@ -108,7 +108,8 @@ def _timestamps(raw: pd.DataFrame, file: Path) -> np.ndarray:
         return ts
     parsed = pd.to_datetime(raw[iso_column], utc=True, errors="coerce", format="ISO8601")
     _raise_at(parsed.isna(), file, f"{iso_column} is an ISO date-time", raw[iso_column])
-    return (parsed.astype("int64") // 1_000_000).to_numpy(np.int64)
+    # the resolution of parsed times depends on the input (s, ms, us, ns): ask for ms
+    return parsed.dt.as_unit("ms").astype("int64").to_numpy(np.int64)
 
 
 def _numbers(column: pd.Series, name: str, ts: np.ndarray, file: Path) -> np.ndarray:
