@@ -145,7 +145,8 @@ class DataConfig:
     symbol: str = "BTC/USDT:USDT"
     timeframe: str = "5m"
     data_dir: str | None = None
-    """Parquet store root; None: the bundled Binance sample (2025-03-06 to 2025-04-13)."""
+    """Parquet store root; None: ``$PHEMEX_RL_DATA``, else ``./data`` if it exists, else the
+    bundled Binance sample (2025-03-06 to 2025-04-13); ``sample``: the bundled sample."""
     exchange: str | None = None
     start: str | None = None
     """First bar to load (ISO date, UTC); None: the first stored bar."""

@@ -56,7 +56,7 @@ def _eval_market(
 ) -> tuple[MarketData, DateRange]:
     """The bars to backtest on and the range of them to replay."""
     from agents.data import load_market
-    from envs.data.market_data import timeframe_to_ms, to_epoch_ms
+    from envs.data.market_data import parse_time, timeframe_to_ms
 
     data = run.config.data
     if split != EvalSplit.custom.value:
@@ -68,12 +68,16 @@ def _eval_market(
     # load enough bars before the range to warm the features up and fill the first window
     lead_bars = run.pipeline.warmup_bars(data.timeframe) + run.env_config.window + 1
     lead_ms = lead_bars * timeframe_to_ms(data.timeframe)
-    first_ms = to_epoch_ms(start)
+    try:
+        first_ms = parse_time("start", start)
+        end_ms = None if end is None else parse_time("end", end)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if end_ms is not None and first_ms >= end_ms:
+        raise ConfigError(f"start={start!r} is not before end={end!r}")
     loaded = dataclasses.replace(data, start=str(np.datetime64(first_ms - lead_ms, "ms")), end=end)
     market = load_market(loaded, data_dir)
-    last_ms = (
-        to_epoch_ms(end) if end is not None else int(market.timestamp[-1]) + market.timeframe_ms
-    )
+    last_ms = end_ms if end_ms is not None else int(market.timestamp[-1]) + market.timeframe_ms
     return market, DateRange(first_ms, last_ms)
 
 
