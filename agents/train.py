@@ -319,17 +319,20 @@ def _fit(
 
     splits = dataset.splits
     train_range = splits.train
-    venv = PhemexVecEnv(
-        num_envs=config.agent.n_envs,
-        market=dataset.market,
-        feature_matrix=dataset.features,
-        contract=dataset.contract,
-        config=training_episodes(env_config, dataset, train_range),
-        seed=config.seed,
-    )
-    val_env = backtest_env(
-        dataset.market, dataset.features, dataset.contract, env_config, splits.validation
-    )
+    try:  # settings that do not fit the data (a window longer than a range ...): one line
+        venv = PhemexVecEnv(
+            num_envs=config.agent.n_envs,
+            market=dataset.market,
+            feature_matrix=dataset.features,
+            contract=dataset.contract,
+            config=training_episodes(env_config, dataset, train_range),
+            seed=config.seed,
+        )
+        val_env = backtest_env(
+            dataset.market, dataset.features, dataset.contract, env_config, splits.validation
+        )
+    except ValueError as exc:
+        raise ConfigError(f"env: {exc}") from None
     name = config.name or (
         f"{algo.name}-{config.data.symbol.split('/')[0].lower()}-{config.data.timeframe}"
         f"-s{config.seed}"

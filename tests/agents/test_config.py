@@ -112,6 +112,7 @@ def test_agent_algo_must_match_the_chosen_group():
             "split.train_end=2025-04-10",
             "the validation range 2025-04-10T01:00:00.000 to .* is empty",
         ),
+        ("env.window=9000", "env: window=9000 .* leaves 0 steps"),
         # five days of validation bars cannot be annualised (see agents.metrics)
         ("objective=calmar", "objective=calmar is annualised, .* this one is 5.6 days"),
     ],
