@@ -93,11 +93,12 @@ def load_market(data: DataConfig, data_dir: str | None = None) -> MarketData:
     from envs.data.store import DataValidationError, load_market_data
 
     check_data_config(data)
+    root = store_dir(data_dir if data_dir is not None else data.data_dir)
     try:
         return load_market_data(
             symbol=data.symbol,
             timeframe=data.timeframe,
-            data_dir=store_dir(data_dir if data_dir is not None else data.data_dir),
+            data_dir=root,
             exchange=data.exchange,
             start=data.start,
             end=data.end,
@@ -106,6 +107,11 @@ def load_market(data: DataConfig, data_dir: str | None = None) -> MarketData:
         )
     except DataValidationError as exc:
         raise ConfigError(str(exc)) from None
+    except FileNotFoundError as exc:
+        if root is None:
+            raise
+        # the store may be the default ($PHEMEX_RL_DATA or ./data) the user did not name
+        raise ConfigError(f"{exc} (data.data_dir={SAMPLE_DATA}: the bundled sample)") from None
 
 
 def make_contract(data: DataConfig) -> ContractSpec:

@@ -60,3 +60,11 @@ def test_train_reads_phemex_rl_data_and_says_so(tmp_path, store, monkeypatch, ca
     assert "bundled sample" not in provenance["data"]["source"]
     # the run records the store it read, so evaluating it later reads the same bars
     assert OmegaConf.load(result.run_dir / "config.yaml").data.data_dir == str(store)
+
+
+def test_a_default_store_without_the_timeframe_says_how_to_get_the_sample(
+    tmp_path, store, monkeypatch
+):
+    monkeypatch.setenv("PHEMEX_RL_DATA", str(store))  # it holds 5m bars only
+    with pytest.raises(ConfigError, match=r"no 1h candles .*data.data_dir=sample"):
+        tiny_train(tmp_path / "run", "data=btc_1h")
