@@ -31,6 +31,7 @@ test-fast: setup
 
 demo: setup
 	$(PY) -m agents.demo
+	@echo "phemex-rl and python are in $(VENV)/bin: 'source $(VENV)/bin/activate' puts them on your PATH"
 
 peers-venv: $(PEERS_STAMP)
 

@@ -11,15 +11,11 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agents.config import AGENT_SCHEMAS, ActionSpace, AgentConfig, TD3Config
+from agents.config import AGENT_SCHEMAS, ActionSpace, AgentConfig, ConfigError, TD3Config
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
-
-
-class ConfigError(ValueError):
-    """A config that Hydra accepted but that cannot run; the message names the keys."""
 
 
 @dataclass(frozen=True)

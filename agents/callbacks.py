@@ -133,9 +133,14 @@ class ProgressBar(BaseCallback):
         )
 
     def _on_step(self) -> bool:
-        self._bar.update(self.num_timesteps - self._bar.n)
+        self._advance()
         return True
 
     def _on_training_end(self) -> None:
-        self._bar.update(self.num_timesteps - self._bar.n)
+        self._advance()
         self._bar.close()
+
+    def _advance(self) -> None:
+        # SB3 finishes its last rollout, so training may overrun the budget by up to
+        # n_steps x n_envs steps: the bar stops at the budget it announced.
+        self._bar.update(min(self.num_timesteps, self.total) - self._bar.n)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 COMMANDS = {
@@ -59,15 +61,72 @@ def _runner(name: str, module: str) -> Any:
     return run
 
 
+_NO_JOB_FLAGS = {
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--shell-completion",
+    "-sc",
+    "--version",
+}
+"""Hydra options that print something instead of running the app: run_dir is not needed."""
+
+_PLAIN_PATH = re.compile(r"[\w./-]+")
+"""A path Hydra's override grammar reads as written (others are quoted)."""
+
+
+def with_run_dir(argv: list[str], command: str) -> list[str]:
+    """``argv`` of ``evaluate``/``export`` with its ``run_dir=`` override checked.
+
+    A missing ``run_dir``, or one that is neither a training run nor a sweep, ends the
+    program with one line (exit code 1) before Hydra creates any directory; a sweep
+    directory is replaced by its best trial's run directory.
+    """
+    if _NO_JOB_FLAGS & set(argv[1:]):
+        return argv
+    found = [i for i, arg in enumerate(argv) if arg.lstrip("+").startswith("run_dir=")]
+    if not found:
+        sys.exit(
+            f"error: run_dir is missing: phemex-rl {command} needs the directory of a training "
+            "run or a sweep, e.g. run_dir=outputs/train/2025-04-20/12-00-00"
+        )
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from agents.sweep import resolve_run_dir
+
+    i = found[-1]
+    try:
+        value = OverridesParser.create().parse_overrides([argv[i]])[0].value()
+    except HydraException as exc:
+        sys.exit(f"error: {argv[i]!r} is not a valid override: {str(exc).splitlines()[0]}")
+    try:
+        run_dir = resolve_run_dir(str(value))
+    except FileNotFoundError as exc:
+        sys.exit(f"error: run_dir={value}: {exc}")
+    if run_dir == Path(str(value)):
+        return argv
+    print(f"{value} is a sweep: using its best trial {run_dir}", flush=True)
+    text = str(run_dir)
+    if not _PLAIN_PATH.fullmatch(text):
+        text = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [*argv[:i], f"run_dir={text}", *argv[i + 1 :]]
+
+
 @contextmanager
 def reported_errors(multirun: bool = False) -> Iterator[None]:
     """Inside a Hydra app: a bad setting or a missing file ends a single run with its message
     alone (exit code 1, no traceback); in a sweep it propagates so Hydra fails the trial."""
     from agents.algorithms import ConfigError
+    from envs.data.store import DataValidationError
 
     try:
         yield
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, DataValidationError, FileNotFoundError) as exc:
         if multirun:
             raise
         sys.exit(f"error: {exc}")

@@ -8,47 +8,41 @@ the same reason. What Hydra cannot check alone (an algorithm with an action spac
 support, dates in the wrong order) is checked by :func:`agents.algorithms.resolve_action`
 and :mod:`agents.splits` at the very start of a run.
 
-This module imports only dataclasses and Hydra: it is read before anything heavy is loaded.
+This module imports only dataclasses, Hydra and :mod:`envs.choices` (whose tuples the enums
+reuse): it is read before anything heavy is loaded.
 """
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
+
+from envs import choices
 
 
-class ActionSpace(Enum):
-    """``auto`` takes the algorithm's natural space: discrete for PPO/A2C/DQN/RecurrentPPO,
-    continuous for SAC/TD3."""
-
-    auto = "auto"
-    discrete = "discrete"
-    continuous = "continuous"
+def _choices(name: str, values: tuple[str, ...], doc: str) -> type[Enum]:
+    """An Enum whose members are ``values`` (member name = value), for a Hydra schema field."""
+    enum = Enum(name, [(value, value) for value in values], module=__name__, qualname=name)
+    enum.__doc__ = doc
+    return enum
 
 
-class Reward(Enum):
-    log_return = "log_return"
-    differential_sharpe = "differential_sharpe"
-    drawdown_penalty = "drawdown_penalty"
-
-
-class Slippage(Enum):
-    fixed = "fixed"
-    spread_impact = "spread_impact"
-
-
-class Normalization(Enum):
-    fit = "fit"
-    rolling = "rolling"
-    none = "none"
-
-
-class GapPolicy(Enum):
-    fill = "fill"
-    reject = "reject"
-    allow = "allow"
+# The environment's own tuples (envs.choices) are the source of truth for these choices.
+ActionSpace = _choices(
+    "ActionSpace",
+    ("auto", *choices.ACTION_KINDS),
+    "``auto`` takes the algorithm's natural space: discrete for PPO/A2C/DQN/RecurrentPPO, "
+    "continuous for SAC/TD3.",
+)
+Reward = _choices("Reward", choices.REWARD_KINDS, "Reward of each step (``env.reward``).")
+Slippage = _choices("Slippage", choices.SLIPPAGE_KINDS, "Market-order slippage model.")
+Normalization = _choices(
+    "Normalization", choices.NORMALIZATIONS, "How features are scaled (``features.normalization``)."
+)
+GapPolicy = _choices("GapPolicy", choices.GAP_POLICIES, "What loading does with missing bars.")
 
 
 class Objective(Enum):
@@ -88,6 +82,61 @@ class EvalSplit(StrEnum):
     custom = "custom"
 
 
+class ConfigError(ValueError):
+    """A config that Hydra accepted but that cannot run; the message names the keys."""
+
+
+# ---------------------------------------------------------------- value ranges
+# Hydra checks a key's type; these rules check its range. A field declared with one of the
+# helpers below carries its rule in the dataclass metadata, and :func:`check_ranges` tests
+# every such field of a config tree, naming the first key that breaks its rule.
+@dataclass(frozen=True)
+class Rule:
+    text: str
+    """What a valid value is, e.g. ``must be > 0``."""
+    test: Callable[[Any], bool]
+
+
+def _ruled(default: Any, rule: Rule, optional: bool = False) -> Any:
+    return field(default=default, metadata={"rule": rule, "optional": optional})
+
+
+def positive(default: Any, optional: bool = False) -> Any:
+    """A number > 0 (None allowed when ``optional``)."""
+    return _ruled(default, Rule("must be > 0", lambda v: v > 0), optional)
+
+
+def non_negative(default: Any) -> Any:
+    return _ruled(default, Rule("must be >= 0", lambda v: v >= 0))
+
+
+def at_least_one(default: int) -> Any:
+    return _ruled(default, Rule("must be a whole number >= 1", lambda v: v >= 1))
+
+
+def unit_interval(default: float, *, open_low: bool = False) -> Any:
+    """A fraction in [0, 1], or (0, 1] with ``open_low``."""
+    if open_low:
+        return _ruled(default, Rule("must be in (0, 1]", lambda v: 0 < v <= 1))
+    return _ruled(default, Rule("must be in [0, 1]", lambda v: 0 <= v <= 1))
+
+
+def check_ranges(config: Any, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first field of ``config`` (a schema dataclass,
+    searched depth-first) whose value breaks its declared rule: ``agent.learning_rate=-1.0:
+    must be > 0``."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if is_dataclass(value):
+            check_ranges(value, f"{prefix}{f.name}.")
+            continue
+        rule: Rule | None = f.metadata.get("rule")
+        if rule is None or (value is None and f.metadata["optional"]):
+            continue
+        if value is None or not rule.test(value) or value != value:  # value != value: NaN
+            raise ConfigError(f"{prefix}{f.name}={value!r}: {rule.text}")
+
+
 # ---------------------------------------------------------------- groups
 @dataclass
 class DataConfig:
@@ -96,7 +145,8 @@ class DataConfig:
     symbol: str = "BTC/USDT:USDT"
     timeframe: str = "5m"
     data_dir: str | None = None
-    """Parquet store root; None: the bundled Binance sample (2025-03-06 to 2025-04-13)."""
+    """Parquet store root; None: ``$PHEMEX_RL_DATA``, else ``./data`` if it exists, else the
+    bundled Binance sample (2025-03-06 to 2025-04-13); ``sample``: the bundled sample."""
     exchange: str | None = None
     start: str | None = None
     """First bar to load (ISO date, UTC); None: the first stored bar."""
@@ -117,9 +167,9 @@ class FeaturesConfig:
     """Feature specs, e.g. ``{name: rsi, window: 14}``."""
     normalization: Normalization = Normalization.fit
     """``fit``: z-scores with statistics of the training rows only (saved with the run)."""
-    norm_window: int = 2000
-    norm_min_periods: int = 500
-    clip: float | None = 10.0
+    norm_window: int = at_least_one(2000)
+    norm_min_periods: int = at_least_one(500)
+    clip: float | None = positive(10.0, optional=True)
 
 
 @dataclass
@@ -158,7 +208,7 @@ class EnvSettings:
 class WalkForwardConfig:
     """Successive (train, validation, test) folds, laid out backwards from the data's end."""
 
-    folds: int = 3
+    folds: int = at_least_one(3)
     train: str = "14d"
     """Durations are pandas Timedelta strings: ``14d``, ``36h``, ``90min``."""
     validation: str = "3d"
@@ -206,10 +256,10 @@ class AgentConfig:
 
     algo: str = MISSING
     policy: str = "MlpPolicy"
-    n_envs: int = 16
+    n_envs: int = at_least_one(16)
     """Episodes stepped together by the vector environment."""
-    learning_rate: float = 3e-4
-    gamma: float = 0.99
+    learning_rate: float = positive(3e-4)
+    gamma: float = unit_interval(0.99, open_low=True)
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     """Passed to the SB3 policy; ``activation_fn`` is a name (``tanh``, ``relu`` ...)."""
     device: str = "cpu"
@@ -218,16 +268,16 @@ class AgentConfig:
 @dataclass
 class PPOConfig(AgentConfig):
     algo: str = "ppo"
-    n_steps: int = 256
-    batch_size: int = 256
-    n_epochs: int = 5
-    gae_lambda: float = 0.95
-    clip_range: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
+    n_steps: int = at_least_one(256)
+    batch_size: int = at_least_one(256)
+    n_epochs: int = at_least_one(5)
+    gae_lambda: float = unit_interval(0.95)
+    clip_range: float = positive(0.2)
+    ent_coef: float = non_negative(0.01)
+    vf_coef: float = non_negative(0.5)
+    max_grad_norm: float = positive(0.5)
     normalize_advantage: bool = True
-    target_kl: float | None = None
+    target_kl: float | None = positive(None, optional=True)
 
 
 @dataclass
@@ -239,42 +289,48 @@ class RecurrentPPOConfig(PPOConfig):
 @dataclass
 class A2CConfig(AgentConfig):
     algo: str = "a2c"
-    learning_rate: float = 7e-4
-    n_steps: int = 16
-    gae_lambda: float = 1.0
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    rms_prop_eps: float = 1e-5
+    learning_rate: float = positive(7e-4)
+    n_steps: int = at_least_one(16)
+    gae_lambda: float = unit_interval(1.0)
+    ent_coef: float = non_negative(0.01)
+    vf_coef: float = non_negative(0.5)
+    max_grad_norm: float = positive(0.5)
+    rms_prop_eps: float = positive(1e-5)
     use_rms_prop: bool = True
     normalize_advantage: bool = False
 
 
 @dataclass
 class OffPolicyConfig(AgentConfig):
-    n_envs: int = 4
-    buffer_size: int = 50_000
+    n_envs: int = at_least_one(4)
+    buffer_size: int = at_least_one(50_000)
     """Transitions kept; each holds two observations (window x features float32)."""
-    learning_starts: int = 1000
-    batch_size: int = 256
-    tau: float = 0.005
-    train_freq: int = 1
+    learning_starts: int = non_negative(1000)
+    batch_size: int = at_least_one(256)
+    tau: float = unit_interval(0.005, open_low=True)
+    train_freq: int = at_least_one(1)
     """Vector-env steps between updates (each step is ``n_envs`` transitions)."""
-    gradient_steps: int = 1
+    gradient_steps: int = _ruled(
+        1,
+        Rule(
+            "must be a whole number >= 1, or -1 (one per environment step)",
+            lambda v: v >= 1 or v == -1,
+        ),
+    )
 
 
 @dataclass
 class DQNConfig(OffPolicyConfig):
     algo: str = "dqn"
-    learning_rate: float = 1e-4
-    batch_size: int = 64
-    tau: float = 1.0
-    train_freq: int = 4
-    target_update_interval: int = 1000
-    exploration_fraction: float = 0.2
-    exploration_initial_eps: float = 1.0
-    exploration_final_eps: float = 0.05
-    max_grad_norm: float = 10.0
+    learning_rate: float = positive(1e-4)
+    batch_size: int = at_least_one(64)
+    tau: float = unit_interval(1.0, open_low=True)
+    train_freq: int = at_least_one(4)
+    target_update_interval: int = at_least_one(1000)
+    exploration_fraction: float = unit_interval(0.2)
+    exploration_initial_eps: float = unit_interval(1.0)
+    exploration_final_eps: float = unit_interval(0.05)
+    max_grad_norm: float = positive(10.0)
 
 
 @dataclass
@@ -282,7 +338,7 @@ class SACConfig(OffPolicyConfig):
     algo: str = "sac"
     ent_coef: str = "auto"
     """``auto``, ``auto_0.1`` (learned, from 0.1) or a fixed number such as ``0.01``."""
-    target_update_interval: int = 1
+    target_update_interval: int = at_least_one(1)
     target_entropy: str = "auto"
     use_sde: bool = False
 
@@ -290,11 +346,11 @@ class SACConfig(OffPolicyConfig):
 @dataclass
 class TD3Config(OffPolicyConfig):
     algo: str = "td3"
-    learning_rate: float = 1e-3
-    policy_delay: int = 2
-    target_policy_noise: float = 0.2
-    target_noise_clip: float = 0.5
-    action_noise_sigma: float = 0.1
+    learning_rate: float = positive(1e-3)
+    policy_delay: int = at_least_one(2)
+    target_policy_noise: float = non_negative(0.2)
+    target_noise_clip: float = non_negative(0.5)
+    action_noise_sigma: float = non_negative(0.1)
     """Std of the Gaussian exploration noise added to actions in [-1, 1]; 0 for none."""
 
 
@@ -322,9 +378,9 @@ class TrainConfig:
     logger: LoggerConfig = MISSING
     seed: int = 0
     """Seeds Python, numpy, torch, the policy and episode k of the vector env (seed + k)."""
-    total_timesteps: int = 200_000
+    total_timesteps: int = at_least_one(200_000)
     """Agent steps over all episodes (a resumed run counts its earlier steps)."""
-    eval_freq: int = 20_000
+    eval_freq: int = at_least_one(20_000)
     """Agent steps between validation backtests; each may become the best checkpoint."""
     objective: Objective = Objective.sharpe
     """Validation metric that picks the best checkpoint and that a sweep maximises."""
@@ -332,15 +388,81 @@ class TrainConfig:
     """A run directory (its last checkpoint) or a checkpoint ``.zip`` to continue from."""
     save_replay_buffer: bool = False
     """Off-policy algorithms: checkpoint the replay buffer too, for an exact resume."""
-    torch_threads: int = 1
+    torch_threads: int = at_least_one(1)
     progress_bar: bool = True
     name: str | None = None
     """Run name in wandb; None: ``<algo>-<symbol>-<timeframe>-s<seed>``."""
 
 
-def _hydra_run_dir(run_dir: str) -> Any:
+# ---------------------------------------------------------------- --help of each app
+# `phemex-rl <app> --help` is Hydra's help; each app describes its own keys. Help texts are
+# OmegaConf strings: no dollar-brace sequences in them.
+TRAIN_HELP = """\
+phemex-rl train: train an RL trading agent (walkthrough: docs/training.md).
+Pick an option per group (agent=sac) and override any key (env.leverage=2).
+The schema/* groups are the typed schemas the options extend, not choices.
+"""
+
+WALK_FORWARD_HELP = """\
+phemex-rl walk-forward: train and test an agent over successive date folds.
+For each fold of split.walk_forward (folds, train, validation and test durations, anchored),
+an agent is trained from scratch on the fold's training range, selected on its validation
+range and backtested with the baselines on its test range. Writes fold_<k>/ (a run directory
+each), walk_forward.json and walk_forward.html into the output directory.
+It takes the groups and keys of phemex-rl train (below); walkthrough: docs/training.md.
+The schema/* groups are the typed schemas the options extend, not choices.
+"""
+
+EVALUATE_HELP = """\
+phemex-rl evaluate: backtest a trained agent and the baselines (buy-and-hold, always flat,
+random) over one date range; writes report.html, metrics.json and equity.csv to
+<run_dir>/eval/<split>/.
+
+Keys (key=value):
+  run_dir      a training run directory, or a sweep directory (its best trial); required
+  split        test (default), validation, train, or custom (with start= and end=)
+  checkpoint   best (the best validation checkpoint, default) or last
+  data_dir     backtest on bars of this store instead of the training data
+  start        with split=custom: first bar (ISO date, UTC)
+  end          with split=custom: bars opening before this (default: the last stored bar)
+  seed         seed of the random-policy baseline (default 0)
+  wandb        log the report to the run's wandb project if it used wandb (default true)
+"""
+
+EXPORT_HELP = """\
+phemex-rl export: save a trained agent to the BentoML model store (BENTOML_HOME), with its
+feature pipeline, environment settings and metrics; serving loads it with
+agents.bundle.load_agent(tag).
+
+Keys (key=value):
+  run_dir      a training run directory, or a sweep directory (its best trial); required
+  checkpoint   best (the best validation checkpoint, default) or last
+  name         model name in the store (default: phemex-<algo>-<symbol>-<timeframe>)
+"""
+
+APP_HELP = {"train": TRAIN_HELP, "walk_forward": WALK_FORWARD_HELP}
+"""Help header of the apps composed from ``conf/train.yaml``, by Hydra job name."""
+
+
+def _help(header: str, example: str) -> dict[str, str]:
+    """``hydra.help`` of a structured app: its own description and keys, no config groups."""
+    return {
+        "app_name": header.split(":", 1)[0],
+        "header": header,
+        "footer": f"Example: {example}\nHydra's own options: --hydra-help",
+        "template": "${hydra.help.header}\n== Config ==\n$CONFIG\n${hydra.help.footer}\n",
+    }
+
+
+def _hydra_node(run_dir: str, help_node: dict[str, str]) -> Any:
     """A primary config's ``hydra`` node: outputs under ``run_dir``, no ``.hydra`` copy."""
-    return field(default_factory=lambda: {"run": {"dir": run_dir}, "output_subdir": None})
+    return field(
+        default_factory=lambda: {
+            "run": {"dir": run_dir},
+            "output_subdir": None,
+            "help": help_node,
+        }
+    )
 
 
 @dataclass
@@ -364,7 +486,12 @@ class EvaluateConfig:
     """Seed of the random-policy baseline."""
     wandb: bool = True
     """Log the report to the training run's wandb project when it used wandb."""
-    hydra: Any = _hydra_run_dir("${run_dir}/eval/${split}")
+    hydra: Any = _hydra_node(
+        "${run_dir}/eval/${split}",
+        _help(
+            EVALUATE_HELP, "phemex-rl evaluate run_dir=outputs/train/2025-04-20/12-00-00 split=test"
+        ),
+    )
 
 
 @dataclass
@@ -380,11 +507,17 @@ class ExportConfig:
     defaults: list[Any] = field(
         default_factory=lambda: [{"override hydra/job_logging": "none"}, "_self_"]
     )
-    hydra: Any = _hydra_run_dir(".")
+    hydra: Any = _hydra_node(
+        ".", _help(EXPORT_HELP, "phemex-rl export run_dir=multirun/train/2025-04-20/12-00-00")
+    )
 
 
 def register_configs() -> None:
     """Store every schema in Hydra's ConfigStore; the YAML files in ``conf/`` extend them."""
+    # conf/train.yaml's help header: ${phemex_rl_help:${hydra.job.name}}
+    OmegaConf.register_new_resolver(
+        "phemex_rl_help", lambda app: APP_HELP.get(app, TRAIN_HELP), replace=True
+    )
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="evaluate", node=EvaluateConfig)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,32 +20,99 @@ import numpy as np
 from agents.algorithms import ConfigError
 from agents.config import DataConfig, FeaturesConfig
 from agents.splits import Splits
-from envs.data.market_data import MARK_ARRAYS, TIMEFRAME_MS, MarketData
+from envs.data.market_data import MARK_ARRAYS, TIMEFRAME_MS, MarketData, parse_time
 from envs.features import FeatureMatrix, FeaturePipeline, with_funding_interval
 from envs.market import BTCUSDT, ContractSpec
 
 _ARRAYS = ("timestamp", "open", "high", "low", "close", "volume", "funding_rate")
 
 
-def load_market(data: DataConfig, data_dir: str | None = None) -> MarketData:
-    """The bars of ``data`` (``data_dir`` replaces ``data.data_dir`` when given)."""
-    from envs.data.store import load_market_data
+SAMPLE_DATA = "sample"
+"""``data.data_dir`` value that names the bundled sample."""
 
+
+def resolve_data_dir(data_dir: str | None) -> str:
+    """The store a run reads, as it records it: a directory, or :data:`SAMPLE_DATA`.
+
+    ``None`` means the same default as the ``phemex-rl data`` commands: ``$PHEMEX_RL_DATA``
+    when set, else ``./data`` when it exists, else the bundled sample.
+
+    Raises:
+        ConfigError: ``$PHEMEX_RL_DATA`` or ``data_dir`` names a directory that does not exist.
+    """
+    from envs.data.store import sample_data_dir
+
+    if data_dir == SAMPLE_DATA:
+        return SAMPLE_DATA
+    if data_dir is not None:
+        name, path = "data.data_dir", Path(data_dir)
+    elif os.environ.get("PHEMEX_RL_DATA"):
+        name, path = "PHEMEX_RL_DATA", Path(os.environ["PHEMEX_RL_DATA"])
+    elif Path("data").is_dir():
+        return str(Path("data").resolve())
+    else:
+        return SAMPLE_DATA
+    if not path.is_dir():
+        raise ConfigError(f"{name}={str(path)!r} is not a directory (the data store to train on)")
+    path = path.resolve()
+    return SAMPLE_DATA if path == sample_data_dir() else str(path)
+
+
+def store_dir(data_dir: str | None) -> str | None:
+    """The ``data_dir`` argument of :func:`envs.data.store.load_market_data` (None: sample)."""
+    resolved = resolve_data_dir(data_dir)
+    return None if resolved == SAMPLE_DATA else resolved
+
+
+def check_data_config(data: DataConfig) -> None:
+    """Raise :class:`ConfigError` naming a ``data`` key that cannot load, before loading."""
     if data.timeframe not in TIMEFRAME_MS:
         raise ConfigError(
             f"data.timeframe={data.timeframe!r} is not one of {sorted(TIMEFRAME_MS, key=TIMEFRAME_MS.get)}"
         )
-    return load_market_data(
-        symbol=data.symbol,
-        timeframe=data.timeframe,
-        data_dir=data_dir if data_dir is not None else data.data_dir,
-        exchange=data.exchange,
-        start=data.start,
-        end=data.end,
-        gaps=data.gaps.value,
-        default_funding_rate=data.default_funding_rate,
-        funding_interval_ms=make_contract(data).funding_interval_ms,
-    )
+    try:
+        times = {
+            key: parse_time(f"data.{key}", getattr(data, key))
+            for key in ("start", "end")
+            if getattr(data, key) is not None
+        }
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if len(times) == 2 and times["start"] >= times["end"]:
+        raise ConfigError(
+            f"data.start={data.start!r} is not before data.end={data.end!r}: no bars to load"
+        )
+
+
+def load_market(data: DataConfig, data_dir: str | None = None) -> MarketData:
+    """The bars of ``data`` (``data_dir`` replaces ``data.data_dir`` when given).
+
+    Raises:
+        ConfigError: a bad ``data`` setting, or a stored file that breaks the store's rules.
+    """
+    from envs.data.store import DataValidationError, load_market_data
+
+    check_data_config(data)
+    root = store_dir(data_dir if data_dir is not None else data.data_dir)
+    try:
+        return load_market_data(
+            symbol=data.symbol,
+            timeframe=data.timeframe,
+            data_dir=root,
+            exchange=data.exchange,
+            start=data.start,
+            end=data.end,
+            gaps=data.gaps.value,
+            default_funding_rate=data.default_funding_rate,
+            funding_interval_ms=make_contract(data).funding_interval_ms,
+        )
+    except DataValidationError as exc:
+        raise ConfigError(str(exc)) from None
+    except FileNotFoundError as exc:
+        if root is None:
+            raise
+        # the store may be the default ($PHEMEX_RL_DATA or ./data) the user did not name
+        raise ConfigError(f"{exc} (data.data_dir={SAMPLE_DATA}: the bundled sample)") from None
 
 
 def make_contract(data: DataConfig) -> ContractSpec:

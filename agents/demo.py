@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     from agents.evaluate import evaluate_run, print_table
     from agents.export import export_run
     from agents.train import compose_train, train
+    from envs.commands import phemex_rl
 
     started = time.monotonic()
     run_dir = args.out or Path("outputs/demo") / time.strftime("%Y-%m-%d/%H-%M-%S")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
             *args.overrides,
         ]
     )
-    print(f"[1/3] training PPO for {args.timesteps:,} steps into {run_dir}")
+    print(f"[1/3] training PPO for {args.timesteps:,} steps")
     result = train(cfg, run_dir)
     print(
         f"      best validation {result.objective} {result.best_value:.3f} at step "
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("[2/3] backtesting the best checkpoint on the test split")
     evaluation = evaluate_run(run_dir, split="test", seed=args.seed)
-    print_table(evaluation.metrics)
+    print_table(evaluation.metrics, evaluation.annualised)
     print("[3/3] exporting to the BentoML model store")
     tag = export_run(run_dir)
     agent = load_agent(tag)
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         f"  test report     {evaluation.report}\n"
         f"  wandb (offline) {run_dir / 'wandb'}  (`wandb sync` it to upload)\n"
         f"  model store     {bentoml_home()}  tag {tag}\n"
-        f"  next            python -m agents.evaluate run_dir={run_dir} split=validation"
+        f"  next            {phemex_rl('evaluate', f'run_dir={run_dir}', 'split=validation')}\n"
+        f"                  {phemex_rl('export', f'run_dir={run_dir}', 'name=my-agent')}"
     )
 
 

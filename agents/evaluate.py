@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.algorithms import ConfigError
 from agents.backtest import Backtest
+from agents.cli import with_run_dir
 from agents.config import EvalSplit, EvaluateConfig
 from agents.run import TrainedRun, write_json
 from agents.splits import DateRange
@@ -45,6 +47,8 @@ class Evaluation:
     baselines: dict[str, Backtest]
     metrics: dict[str, dict[str, float]]
     """Metrics of ``agent`` and of each baseline, by policy name."""
+    annualised: str
+    """Whether the range was long enough for annualised figures (:func:`annualised_note`)."""
 
 
 def _eval_market(
@@ -52,7 +56,7 @@ def _eval_market(
 ) -> tuple[MarketData, DateRange]:
     """The bars to backtest on and the range of them to replay."""
     from agents.data import load_market
-    from envs.data.market_data import timeframe_to_ms, to_epoch_ms
+    from envs.data.market_data import parse_time, timeframe_to_ms
 
     data = run.config.data
     if split != EvalSplit.custom.value:
@@ -64,12 +68,16 @@ def _eval_market(
     # load enough bars before the range to warm the features up and fill the first window
     lead_bars = run.pipeline.warmup_bars(data.timeframe) + run.env_config.window + 1
     lead_ms = lead_bars * timeframe_to_ms(data.timeframe)
-    first_ms = to_epoch_ms(start)
+    try:
+        first_ms = parse_time("start", start)
+        end_ms = None if end is None else parse_time("end", end)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if end_ms is not None and first_ms >= end_ms:
+        raise ConfigError(f"start={start!r} is not before end={end!r}")
     loaded = dataclasses.replace(data, start=str(np.datetime64(first_ms - lead_ms, "ms")), end=end)
     market = load_market(loaded, data_dir)
-    last_ms = (
-        to_epoch_ms(end) if end is not None else int(market.timestamp[-1]) + market.timeframe_ms
-    )
+    last_ms = end_ms if end_ms is not None else int(market.timestamp[-1]) + market.timeframe_ms
     return market, DateRange(first_ms, last_ms)
 
 
@@ -127,6 +135,7 @@ def evaluate_run(
         "same bars as recorded": "n/a" if trained_on is None else trained_on == data_sha,
         "symbol / timeframe": f"{market.symbol} {market.timeframe}",
         "leverage / action": f"{run.env_config.leverage:g}x {run.env_config.action}",
+        "annualised figures": annualised_note(market.timeframe, len(agent.equity) - 1),
         "config hash": prov["config_hash"],
         "git commit": prov["git"]["commit"],
     }
@@ -146,7 +155,9 @@ def evaluate_run(
     _write_equity_csv(out / "equity.csv", agent, baselines)
     if log_wandb:
         _log_to_wandb(run, split, report, metrics)
-    return Evaluation(out, report, split, date_range, agent, baselines, metrics)
+    return Evaluation(
+        out, report, split, date_range, agent, baselines, metrics, info["annualised figures"]
+    )
 
 
 def _write_equity_csv(path: Path, agent: Backtest, baselines: dict[str, Backtest]) -> None:
@@ -189,8 +200,22 @@ def _log_to_wandb(
         tracker.finish()
 
 
-def print_table(metrics: dict[str, dict[str, Any]]) -> None:
-    """The metrics table on stdout."""
+def annualised_note(timeframe: str, steps: int) -> str:
+    """Whether a range of ``steps`` bars is long enough to annualise, and why not."""
+    from agents.metrics import DAY_MS, MIN_ANNUALISED_DAYS
+    from envs.data.market_data import timeframe_to_ms
+
+    days = steps * timeframe_to_ms(timeframe) / DAY_MS
+    if days >= MIN_ANNUALISED_DAYS:
+        return f"from {days:.1f} days of bars"
+    return (
+        f"not shown: {days:.1f} days of bars is less than the {MIN_ANNUALISED_DAYS:.0f} days "
+        "needed; compounding a short range to a year would mislead"
+    )
+
+
+def print_table(metrics: dict[str, dict[str, Any]], note: str | None = None) -> None:
+    """The metrics table on stdout, with ``note`` (e.g. :func:`annualised_note`) under it."""
     from agents.report import metrics_table
 
     columns, rows = metrics_table(metrics)
@@ -202,10 +227,12 @@ def print_table(metrics: dict[str, dict[str, Any]]) -> None:
                 for i, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
+    if note is not None:
+        print(f"annualised figures: {note}")
 
 
 @hydra.main(version_base="1.3", config_path=None, config_name="evaluate")
-def main(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> None:
     """The Hydra app (config: :class:`agents.config.EvaluateConfig`)."""
     from hydra.core.hydra_config import HydraConfig
 
@@ -224,8 +251,15 @@ def main(cfg: DictConfig) -> None:
             out_dir=HydraConfig.get().runtime.output_dir,
             log_wandb=c.wandb,
         )
-    print_table(result.metrics)
+    print_table(result.metrics, result.annualised)
     print(f"report: {result.report}")
+
+
+def main() -> None:
+    """``python -m agents.evaluate``: ``run_dir`` is checked (a sweep becomes its best trial)
+    before Hydra starts, so that nothing is written for a run that does not exist."""
+    sys.argv = with_run_dir(sys.argv, "evaluate")
+    _app()
 
 
 if __name__ == "__main__":

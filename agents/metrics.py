@@ -3,8 +3,8 @@
 Inputs are the per-step arrays of one episode, ``equity`` and ``position`` of shape
 ``(n + 1,)`` (index 0 is the state at reset, before any step) and the bar ``price`` at which
 each step's order fills. Returns are simple per-bar returns of equity; annualised figures
-use the bar length and 365 trading days a year (crypto trades every day). The risk-free
-rate is 0.
+use the bar length and 365 trading days a year (crypto trades every day), and are left
+undefined on ranges shorter than :data:`MIN_ANNUALISED_DAYS`. The risk-free rate is 0.
 
 Undefined ratios follow one rule: no variation (never trading) gives 0, an unbounded ratio
 (gains with no downside, no drawdown or no losing trade) gives ``inf``, a count over no
@@ -21,6 +21,14 @@ from envs.data.market_data import timeframe_to_ms
 
 DAY_MS = 86_400_000
 DAYS_PER_YEAR = 365
+MIN_ANNUALISED_DAYS = 365.0
+"""Shortest range whose return and volatility are annualised. Compounding a few days' return
+to a year turns a 5-day move into thousands of percent; the GIPS standards likewise forbid
+annualising returns of periods shorter than a year. Shorter ranges report ``annual_return``,
+``volatility`` and ``calmar`` as NaN ("–" in reports, null in JSON). Sharpe and Sortino stay:
+they are per-bar ratios scaled by sqrt(bars per year), a change of units, not a forecast."""
+ANNUALISED = ("annual_return", "volatility", "calmar")
+"""The metrics :data:`MIN_ANNUALISED_DAYS` applies to."""
 
 METRIC_LABELS: dict[str, str] = {
     "total_return": "total return",
@@ -151,6 +159,7 @@ def compute_metrics(
     fees_paid: float = 0.0,
     funding_paid: float = 0.0,
     n_trades: int = 0,
+    min_annualised_days: float = MIN_ANNUALISED_DAYS,
 ) -> dict[str, float]:
     """Every metric of :data:`METRIC_LABELS` for one episode.
 
@@ -161,6 +170,8 @@ def compute_metrics(
         timeframe: bar length, e.g. ``"5m"``, for annualising.
         fees_paid, funding_paid: totals from the account (USDT; funding > 0 is paid).
         n_trades: orders filled.
+        min_annualised_days: below this many days of bars, the :data:`ANNUALISED` metrics
+            are NaN (see :data:`MIN_ANNUALISED_DAYS`).
     """
     equity = np.asarray(equity, dtype=np.float64)
     if len(equity) < 2:
@@ -174,7 +185,7 @@ def compute_metrics(
     pnls = trade_pnls(equity, position)
     no_drawdown = math.inf if annual > 0 else 0.0
     calmar = annual / depth if depth > 0 else no_drawdown
-    return {
+    metrics = {
         "total_return": total,
         "annual_return": float(annual),
         "volatility": float(np.std(r, ddof=1)) * math.sqrt(ppy) if steps > 1 else 0.0,
@@ -193,6 +204,9 @@ def compute_metrics(
         "round_trips": len(pnls),
         "final_equity": float(equity[-1]),
     }
+    if steps * timeframe_to_ms(timeframe) / DAY_MS < min_annualised_days:
+        metrics.update(dict.fromkeys(ANNUALISED, math.nan))
+    return metrics
 
 
 def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:

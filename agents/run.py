@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from agents.algorithms import ALGORITHMS, Algorithm
-from agents.config import AGENT_SCHEMAS, Checkpoint, TrainConfig
+from agents.config import AGENT_SCHEMAS, Checkpoint, ConfigError, TrainConfig, check_ranges
 from agents.splits import Splits
 from envs.config import EnvConfig
 from envs.features import FeaturePipeline
@@ -100,15 +100,22 @@ def read_json(path: Path) -> Any:
 
 
 def typed_train_config(cfg: DictConfig | dict[str, Any]) -> TrainConfig:
-    """A :class:`TrainConfig` object from a composed or saved config, checked against the schemas."""
+    """A :class:`TrainConfig` object from a composed or saved config, checked against the
+    schemas' types and value ranges.
+
+    Raises:
+        ConfigError: naming the first key whose value is out of its range.
+    """
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
     algo = cfg.agent.algo
     if algo not in AGENT_SCHEMAS:
-        raise ValueError(f"agent.algo={algo!r} is not one of {sorted(AGENT_SCHEMAS)}")
+        raise ConfigError(f"agent.algo={algo!r} is not one of {sorted(AGENT_SCHEMAS)}")
     schema = OmegaConf.structured(TrainConfig)
     # the agent node takes its algorithm's schema; the base AgentConfig lacks its keys
     schema.agent = OmegaConf.structured(AGENT_SCHEMAS[algo])
-    return OmegaConf.to_object(OmegaConf.merge(schema, cfg))
+    config = OmegaConf.to_object(OmegaConf.merge(schema, cfg))
+    check_ranges(config)
+    return config
 
 
 class TrainedRun:

@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from agents.run import read_json, write_json
+from envs.commands import phemex_rl
 
 RESULTS_FILE = "optimization_results.yaml"
 
@@ -97,6 +98,23 @@ def best_trial(sweep_dir: str | Path) -> Trial:
     return max(trials, key=lambda t: t.value)
 
 
+def resolve_run_dir(path: str | Path) -> Path:
+    """``path`` itself for a run directory; the best trial's run directory for a sweep.
+
+    Raises:
+        FileNotFoundError: ``path`` is neither (its message names it).
+    """
+    path = Path(path)
+    if (path / "config.yaml").exists():
+        return path
+    if path.is_dir() and is_sweep_dir(path):
+        return best_trial(path).run_dir
+    raise FileNotFoundError(
+        f"{path} is neither a training run (no config.yaml) nor a sweep directory "
+        "(no trial run directories)"
+    )
+
+
 def summarize(sweep_dir: str | Path) -> str:
     """A table of every trial (objective, overrides), best marked, as printed after a sweep."""
     sweep_dir = Path(sweep_dir)
@@ -122,9 +140,9 @@ def summarize(sweep_dir: str | Path) -> str:
         for r in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines.append(
-        f"best trial: {best.run_dir}  (export: python -m agents.export run_dir={sweep_dir})"
-    )
+    lines.append(f"best trial: {best.run_dir}")
+    lines.append(f"evaluate it: {phemex_rl('evaluate', f'run_dir={sweep_dir}', 'split=test')}")
+    lines.append(f"export it:   {phemex_rl('export', f'run_dir={sweep_dir}')}")
     return "\n".join(lines)
 
 

@@ -31,12 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 from agents.algorithms import ConfigError, get_algorithm, resolve_action
 from agents.config import TrainConfig
 from agents.run import RunFiles, TrainedRun, typed_train_config, write_json
-from agents.splits import Splits
+from agents.splits import DateRange, Splits
 from envs.config import EnvConfig
 
 if TYPE_CHECKING:
     from agents.algorithms import Algorithm
     from agents.data import Dataset
+    from envs.data.market_data import MarketData
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 log = logging.getLogger(__name__)
@@ -66,13 +67,37 @@ class TrainResult:
     seconds: float
 
 
+def with_resolved_data_dir(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` whose ``data.data_dir`` names the store it will read (a directory
+    or ``sample``), so that the run's saved config, its evaluation and a resume read the
+    same bars whatever ``$PHEMEX_RL_DATA`` or the working directory say later."""
+    from agents.data import resolve_data_dir
+
+    cfg = cfg.copy()
+    cfg.data.data_dir = resolve_data_dir(cfg.data.data_dir)
+    return cfg
+
+
+def describe_market(market: MarketData) -> str:
+    """One line: source, symbol, timeframe, bars and range of ``market``."""
+    from envs.data.store import iso_ms
+
+    first, last = int(market.timestamp[0]), int(market.timestamp[-1])
+    return (
+        f"{market.source}, {market.symbol} {market.timeframe}, {len(market):,} bars "
+        f"{iso_ms(first)} to {iso_ms(last)}"
+    )
+
+
 def make_env_config(config: TrainConfig, action: str) -> EnvConfig:
     """The :class:`EnvConfig` of a run; ``start``/``end`` are set per split later."""
+    from agents.data import store_dir
+
     data, env = config.data, config.env
     return EnvConfig(
         symbol=data.symbol,
         timeframe=data.timeframe,
-        data_dir=data.data_dir,
+        data_dir=store_dir(data.data_dir),
         exchange=data.exchange,
         gaps=data.gaps.value,
         default_funding_rate=data.default_funding_rate,
@@ -100,12 +125,35 @@ def make_env_config(config: TrainConfig, action: str) -> EnvConfig:
     )
 
 
-def _check_numbers(config: TrainConfig) -> None:
-    for key in ("total_timesteps", "eval_freq", "torch_threads"):
-        if getattr(config, key) < 1:
-            raise ConfigError(f"{key}={getattr(config, key)} must be >= 1")
-    if config.agent.n_envs < 1:
-        raise ConfigError(f"agent.n_envs={config.agent.n_envs} must be >= 1")
+def training_episodes(env_config: EnvConfig, dataset: Dataset, train: DateRange) -> EnvConfig:
+    """``env_config`` for the training episodes: the training range, and whole-range episodes
+    when ``env.episode_length`` does not fit in it (short data such as the 1h sample), said
+    in one printed line rather than refused."""
+    from envs.trading_env import MarketReplay
+
+    config = dataclasses.replace(env_config, start=train.start_ms, end=train.end_ms)
+    available = MarketReplay.steps_available(config, dataset.market, dataset.features)
+    if config.episode_length is not None and config.episode_length > available:
+        print(
+            f"note: env.episode_length={config.episode_length} is longer than the {available} "
+            "steps of the training range: every training episode runs the whole range",
+            flush=True,
+        )
+        config = dataclasses.replace(config, episode_length=None)
+    return config
+
+
+def _check_objective(config: TrainConfig, splits: Splits) -> None:
+    """An annualised objective needs a validation range long enough to annualise."""
+    from agents.metrics import ANNUALISED, DAY_MS, MIN_ANNUALISED_DAYS
+
+    days = (splits.validation.end_ms - splits.validation.start_ms) / DAY_MS
+    if config.objective.value in ANNUALISED and days < MIN_ANNUALISED_DAYS:
+        raise ConfigError(
+            f"objective={config.objective.value} is annualised, which needs a validation range "
+            f"of {MIN_ANNUALISED_DAYS:.0f} days or more; this one is {days:.1f} days: "
+            "use objective=sharpe, sortino or total_return"
+        )
 
 
 @dataclass(frozen=True)
@@ -170,12 +218,13 @@ def train(
         ConfigError: a setting that cannot run, before any data is loaded or model built.
     """
     started = time.monotonic()
+    from agents.data import check_data_config, load_market, make_contract, prepare_dataset
+
+    cfg = with_resolved_data_dir(cfg)
     config = typed_train_config(cfg)
     algo = get_algorithm(config.agent)
     action = resolve_action(algo, config.env.action)
-    _check_numbers(config)
-    from agents.data import load_market, make_contract, prepare_dataset
-
+    check_data_config(config.data)
     contract = make_contract(config.data)
     env_config = make_env_config(config, action)
     try:
@@ -186,6 +235,8 @@ def train(
     if resume is not None:
         resume.check_compatible(cfg)
 
+    # settings are checked: say where everything goes before the long part starts
+    print(f"run directory: {run_dir}", flush=True)
     import torch
     from stable_baselines3.common.utils import set_random_seed
 
@@ -195,7 +246,9 @@ def train(
     from agents.splits import make_splits
 
     market = load_market(config.data)
+    print(f"data: {describe_market(market)}", flush=True)
     splits = splits or make_splits(config.split, market)
+    _check_objective(config, splits)
     dataset = prepare_dataset(config.data, config.features, splits, market)
     files = RunFiles(Path(run_dir))
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -266,17 +319,20 @@ def _fit(
 
     splits = dataset.splits
     train_range = splits.train
-    venv = PhemexVecEnv(
-        num_envs=config.agent.n_envs,
-        market=dataset.market,
-        feature_matrix=dataset.features,
-        contract=dataset.contract,
-        config=dataclasses.replace(env_config, start=train_range.start_ms, end=train_range.end_ms),
-        seed=config.seed,
-    )
-    val_env = backtest_env(
-        dataset.market, dataset.features, dataset.contract, env_config, splits.validation
-    )
+    try:  # settings that do not fit the data (a window longer than a range ...): one line
+        venv = PhemexVecEnv(
+            num_envs=config.agent.n_envs,
+            market=dataset.market,
+            feature_matrix=dataset.features,
+            contract=dataset.contract,
+            config=training_episodes(env_config, dataset, train_range),
+            seed=config.seed,
+        )
+        val_env = backtest_env(
+            dataset.market, dataset.features, dataset.contract, env_config, splits.validation
+        )
+    except ValueError as exc:
+        raise ConfigError(f"env: {exc}") from None
     name = config.name or (
         f"{algo.name}-{config.data.symbol.split('/')[0].lower()}-{config.data.timeframe}"
         f"-s{config.seed}"

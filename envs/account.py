@@ -42,6 +42,7 @@ from enum import IntEnum
 import numba as nb
 import numpy as np
 
+from envs.choices import SLIPPAGE_KINDS
 from envs.market import ContractSpec, round_to_step
 
 # ---- account state vector (float64) -------------------------------------------------------
@@ -134,8 +135,8 @@ class SlippageModel:
     impact_coef: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.kind not in ("fixed", "spread_impact"):
-            raise ValueError(f"slippage kind must be 'fixed' or 'spread_impact', got {self.kind!r}")
+        if self.kind not in SLIPPAGE_KINDS:
+            raise ValueError(f"slippage kind must be one of {SLIPPAGE_KINDS}, got {self.kind!r}")
         for name in ("bps", "spread_bps", "impact_coef"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):

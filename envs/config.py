@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from envs.account import SlippageModel
+from envs.choices import ACTION_KINDS, GAP_POLICIES, REWARD_KINDS
+from envs.data.market_data import parse_time
 from envs.market import ContractSpec
-from envs.replay import REWARD_KINDS
-
-ACTION_KINDS = ("discrete", "continuous")
 
 
 @dataclass
@@ -149,6 +148,13 @@ class EnvConfig:
             isinstance(self.episode_length, int) and self.episode_length >= 1
         ):
             raise bad("episode_length", "must be a whole number of steps >= 1, or None")
-        if self.gaps not in ("fill", "reject", "allow"):
-            raise bad("gaps", "must be 'fill', 'reject' or 'allow'")
+        times = {
+            name: parse_time(name, getattr(self, name))
+            for name in ("start", "end")
+            if getattr(self, name) is not None
+        }
+        if len(times) == 2 and times["start"] >= times["end"]:
+            raise bad("start", f"must be before end={self.end!r}")
+        if self.gaps not in GAP_POLICIES:
+            raise bad("gaps", f"must be one of {GAP_POLICIES}")
         self.slippage_model()  # raises on a bad slippage setting

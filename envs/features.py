@@ -37,13 +37,13 @@ import numpy as np
 import pandas as pd
 import ta
 
+from envs.choices import NORMALIZATIONS
 from envs.data.market_data import MarketData, timeframe_to_ms
 from envs.market import FUNDING_INTERVAL_MS
 
 FORMAT_VERSION = 1
 """Version of the :meth:`FeaturePipeline.to_dict` layout; bump when a feature's formula changes."""
 
-NORMALIZATIONS = ("rolling", "fit", "none")
 
 _EMA_TOLERANCE = 1e-9
 """Weight left on an exponential smoother's initial state after its warm-up (see module doc)."""

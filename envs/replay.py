@@ -78,7 +78,6 @@ C_BALANCE = 8
 C_FEATURES = 9
 SETTINGS_SIZE = 10
 
-REWARD_KINDS = ("log_return", "differential_sharpe", "drawdown_penalty")
 ACCOUNT_FEATURES = ("position_exposure", "unrealised_pnl_frac", "margin_ratio")
 """Appended after the feature window in every observation."""
 

@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from envs import account as acc
 from envs import replay
+from envs.choices import REWARD_KINDS
 from envs.config import EnvConfig
 from envs.data.market_data import MarketData
 from envs.features import (
@@ -59,7 +60,7 @@ class EnvLayout:
         settings[replay.C_WINDOW] = config.window
         settings[replay.C_MARGIN_USAGE] = config.margin_usage
         settings[replay.C_REBALANCE_BAND] = config.rebalance_band
-        settings[replay.C_REWARD] = replay.REWARD_KINDS.index(config.reward)
+        settings[replay.C_REWARD] = REWARD_KINDS.index(config.reward)
         settings[replay.C_REWARD_SCALE] = config.reward_scale
         settings[replay.C_DSR_ETA] = config.dsr_eta
         settings[replay.C_DRAWDOWN_PENALTY] = config.drawdown_penalty
@@ -132,6 +133,13 @@ class MarketReplay(EnvLayout):
                 )
         else:
             self.last_start = self.first_start
+
+    @classmethod
+    def steps_available(cls, config: EnvConfig, market: MarketData, features: FeatureMatrix) -> int:
+        """Steps from the first bar an episode may start at to the last it may reach, within
+        ``config.start``/``config.end`` (what the longest episode can take)."""
+        first, last = cls._episode_range(config, market, features)
+        return last - first
 
     @staticmethod
     def _episode_range(

@@ -23,7 +23,7 @@ def test_data_list_on_the_sample(capsys):
     assert [row.split()[:4] for row in rows] == [
         ["binance_usdm", SYMBOL, "5m", "10,906"],
         ["binance_usdm", SYMBOL, "15m", "3,635"],
-        ["binance_usdm", SYMBOL, "1h", "719"],
+        ["binance_usdm", SYMBOL, "1h", "908"],
     ]
 
 
@@ -94,3 +94,15 @@ def test_help_is_fast_and_imports_nothing_heavy(argv):
     )
     assert "HEAVY []" in result.stdout
     assert "examples:" in result.stdout and "usage: phemex-rl" in result.stdout
+
+
+def test_data_list_shows_an_unreadable_file_as_invalid_and_goes_on(tmp_path, capsys):
+    df = read_candles(sample_data_dir(), "binance_usdm", SYMBOL, "1h").iloc[:24]
+    write_candles(df, tmp_path, "phemex", SYMBOL, "1h")
+    broken = tmp_path / "phemex" / "BTC_USDT_USDT" / "5m.parquet"
+    broken.write_bytes(b"PAR1 this is not a parquet file")
+    assert main(["data", "list", "--data-dir", str(tmp_path)]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert rows[0].split()[:3] == ["phemex", SYMBOL, "5m"]
+    assert f"invalid: {broken}: breaks rule 'a readable Parquet file'" in rows[0]
+    assert rows[1].split()[:4] == ["phemex", SYMBOL, "1h", "24"]  # listed after it

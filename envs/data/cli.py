@@ -14,6 +14,7 @@ DATA_EPILOG = """\
 examples:
   phemex-rl data download --symbol BTC/USDT:USDT --timeframe 1m --since 2024-01-01
   phemex-rl data download --timeframe 5m --since 2025-01-01 --until 2025-02-01 --testnet
+  phemex-rl data import candles.csv --symbol BTC/USDT:USDT --timeframe 1h
   phemex-rl data list
   phemex-rl data list --sample
   phemex-rl data info --symbol BTC/USDT:USDT --timeframe 5m --sample
@@ -33,13 +34,24 @@ run stops anyway, what it fetched is kept and the same command resumes it.
 """
 
 
+IMPORT_EPILOG = """\
+examples:
+  phemex-rl data import candles.csv --symbol BTC/USDT:USDT --timeframe 1h
+  phemex-rl data import binance_1h.csv --timeframe 1h --exchange binance_usdm --data-dir /data
+
+A row that breaks a rule (unsorted or repeated times, times off the timeframe grid, prices
+that are not positive numbers, high below low ...) stops the import with the file, the row
+and the rule; nothing is written.
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``data`` command group to the ``phemex-rl`` parser."""
     raw = argparse.RawDescriptionHelpFormatter
     data = subparsers.add_parser(
         "data",
-        help="download and inspect market data",
-        description="Download candles and funding rates from Phemex and inspect the store.",
+        help="download, import and inspect market data",
+        description="Download candles and funding rates from Phemex, import CSV candles, and inspect the store.",
         epilog=DATA_EPILOG,
         formatter_class=raw,
     )
@@ -75,6 +87,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dl.add_argument("--no-funding", action="store_true", help="candles only")
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
     dl.set_defaults(func=_download)
+
+    imp = commands.add_parser(
+        "import",
+        help="bring candles from a CSV file into the store",
+        description=(
+            "Validate the candles of a CSV file with the store's rules and write them to the "
+            "Parquet store (rows at stored timestamps are replaced). The file needs a time "
+            "column - epoch ms in timestamp/timestamp_ms/open_time, or ISO times in "
+            "date/datetime/datetime_utc/time (UTC unless they carry an offset) - and "
+            "open, high, low, close, volume, sorted by time."
+        ),
+        epilog=IMPORT_EPILOG,
+        formatter_class=raw,
+    )
+    imp.add_argument("file", type=Path, help="CSV file of candles")
+    _symbol_args(imp)
+    _data_dir_arg(imp)
+    imp.add_argument(
+        "--exchange",
+        default="phemex",
+        help="exchange folder in the store: where the candles come from (default: phemex)",
+    )
+    imp.set_defaults(func=_import)
 
     ls = commands.add_parser(
         "list",
@@ -153,14 +188,24 @@ def _download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from envs.data.importer import import_candles
+
+    report = import_candles(args.file, args.symbol, args.timeframe, _root(args), args.exchange)
+    print(report.summary())
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
+    from envs.commands import phemex_rl
     from envs.data.store import iso_ms, list_datasets
 
     root = _root(args)
     datasets = list_datasets(root)
     if not datasets:
         print(f"no datasets under {root}")
-        print("get some with: phemex-rl data download --timeframe 1m --since 2024-01-01")
+        example = phemex_rl("data", "download", "--timeframe", "1m", "--since", "2024-01-01")
+        print(f"get some with: {example}")
         return 0
     header = (
         "EXCHANGE",

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from envs.data.market_data import timeframe_to_ms, to_epoch_ms
+from envs.data.market_data import parse_time, timeframe_to_ms
 from envs.data.store import (
     CANDLE_COLUMNS,
     DEFAULT_EXCHANGE,
@@ -158,6 +158,13 @@ def download(
     if not 1 <= page_size <= 2000:
         raise ValueError(f"page_size must be in [1, 2000], got {page_size!r}")
     tf_ms = timeframe_to_ms(timeframe)
+    # checked before any request: a bad date must not wait behind network retries
+    since_ms = parse_time("since", since)
+    until_ms = None if until is None else parse_time("until", until)
+    if until_ms is not None and since_ms >= until_ms:
+        raise ValueError(
+            f"since={since!r} is not before until={until!r}: there is nothing to download"
+        )
     root = default_data_dir() if data_dir is None else Path(data_dir)
     path = candles_path(root, exchange, symbol, timeframe)
     if client is None:
@@ -168,8 +175,8 @@ def download(
     api.call("load_markets")
     # The exchange's clock decides which bars are closed; the ticker carries it.
     now_ms = api.call("fetch_ticker", symbol).get("timestamp") or client.milliseconds()
-    cutoff = now_ms if until is None else min(to_epoch_ms(until), now_ms)
-    first_open = -(-to_epoch_ms(since) // tf_ms) * tf_ms  # round up to a bar boundary
+    cutoff = now_ms if until_ms is None else min(until_ms, now_ms)
+    first_open = -(-since_ms // tf_ms) * tf_ms  # round up to a bar boundary
     last_open = cutoff // tf_ms * tf_ms - tf_ms  # the last bar with open + tf <= cutoff
 
     stored = read_candles(root, exchange, symbol, timeframe)["timestamp"] if path.exists() else None

@@ -46,6 +46,28 @@ MARK_ARRAYS = ("mark_open", "mark_high", "mark_low", "mark_close")
 """The mark-price columns of :class:`MarketData`."""
 
 
+def parse_time(name: str, when: str | int | pd.Timestamp) -> int:
+    """:func:`to_epoch_ms` of the setting ``name``; a string of digits is epoch ms.
+
+    Raises:
+        ValueError: one line naming ``name`` and the value when ``when`` is not a time.
+    """
+    if isinstance(when, int | np.integer):
+        return int(when)
+    if isinstance(when, str) and when.strip().isdigit():
+        return int(when)
+    try:
+        ts = pd.Timestamp(when)
+    except (ValueError, TypeError, OverflowError):
+        ts = pd.NaT
+    if ts is pd.NaT:
+        raise ValueError(
+            f"{name}={when!r} is not a time: expected an ISO date (2025-03-06, "
+            "2025-03-06T12:00, UTC unless an offset is given) or epoch milliseconds"
+        )
+    return to_epoch_ms(ts)
+
+
 @dataclass(frozen=True)
 class MarketData:
     """Candles of one symbol and timeframe with funding aligned to the bars.

@@ -28,6 +28,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
+from envs.choices import GAP_POLICIES
+from envs.commands import phemex_rl
 from envs.data.market_data import TIMEFRAME_MS, MarketData, timeframe_to_ms, to_epoch_ms
 from envs.market import FUNDING_INTERVAL_MS
 
@@ -352,7 +354,10 @@ def write_funding(df: pd.DataFrame, data_dir: str | Path, exchange: str, symbol:
 def _read(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{what}: {path} does not exist")
-    df = pd.read_parquet(path)
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataValidationError(path, "a readable Parquet file", str(exc)) from None
     _check_columns(df, columns, path)
     return df[list(columns)].reset_index(drop=True)
 
@@ -412,8 +417,8 @@ def apply_gap_policy(
     - ``"fill"``: insert flat bars (open = high = low = close = the previous close, volume 0),
       so that the result is evenly spaced.
     """
-    if gaps not in ("reject", "fill", "allow"):
-        raise ValueError(f"gaps must be 'reject', 'fill' or 'allow', got {gaps!r}")
+    if gaps not in GAP_POLICIES:
+        raise ValueError(f"gaps must be one of {GAP_POLICIES}, got {gaps!r}")
     ts = df["timestamp"].to_numpy(np.int64)
     found = find_gaps(ts, timeframe)
     if not found or gaps == "allow":
@@ -515,7 +520,7 @@ def resolve_exchange(
     if not found:
         raise FileNotFoundError(
             f"no {timeframe} candles for {symbol} under {data_dir}; "
-            f"`phemex-rl data list --data-dir {data_dir}` shows what is there"
+            f"`{phemex_rl('data', 'list', '--data-dir', str(data_dir))}` shows what is there"
         )
     raise ValueError(f"{symbol} {timeframe} is stored for several exchanges {found}: pass exchange")
 

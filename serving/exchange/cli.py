@@ -7,11 +7,14 @@ stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from envs.data.market_data import MarketData
     from serving.exchange.server import ExchangeServer
 
 DEFAULT_PORT = 8080
@@ -114,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def build_server(args: argparse.Namespace) -> ExchangeServer:
     """The (not yet started) server the ``serve`` arguments describe."""
     from envs.account import SlippageModel
-    from envs.data.market_data import to_epoch_ms
+    from envs.data.market_data import parse_time
     from envs.data.store import (
         funding_path,
         load_market_data,
@@ -122,11 +125,16 @@ def build_server(args: argparse.Namespace) -> ExchangeServer:
         resolve_exchange,
         sample_data_dir,
     )
-    from serving.exchange.accounts import DEFAULT_ACCOUNT, load_accounts
+    from serving.exchange.accounts import DEFAULT_ACCOUNT
     from serving.exchange.clock import ReplayClock
     from serving.exchange.faults import FaultConfig
     from serving.exchange.market import ReplayMarket
     from serving.exchange.server import ExchangeServer
+
+    # Arguments first, one line each, before any data is read or a port is bound for good.
+    check_listen_address(args.host, args.port)
+    accounts = _read_accounts(args.accounts) if args.accounts is not None else [DEFAULT_ACCOUNT]
+    start_ms = parse_time("--start", args.start) if args.start is not None else None
 
     root = args.data_dir if args.data_dir is not None else sample_data_dir()
     exchange = resolve_exchange(root, args.symbol, args.timeframe, args.exchange)
@@ -136,12 +144,11 @@ def build_server(args: argparse.Namespace) -> ExchangeServer:
         if funding_path(root, exchange, args.symbol).exists()
         else None
     )
-    if args.start is not None:
-        start_ms = to_epoch_ms(int(args.start) if args.start.isdigit() else args.start)
-    else:
+    if start_ms is None:
         start_ms = int(data.timestamp[min(DEFAULT_START_BAR, len(data) // 2)])
+    else:
+        _check_start(args.start, start_ms, data)
     clock = ReplayClock(start_ms, data.timeframe_ms, speed=args.speed)
-    accounts = load_accounts(args.accounts) if args.accounts is not None else [DEFAULT_ACCOUNT]
     fault_config = FaultConfig(
         latency_ms=args.latency_ms,
         error_5xx_rate=args.error_rate,
@@ -162,6 +169,72 @@ def build_server(args: argparse.Namespace) -> ExchangeServer:
         host=args.host,
         port=args.port,
     )
+
+
+def check_listen_address(host: str, port: int) -> None:
+    """Raise ValueError (one line, naming the option) unless ``host:port`` can be listened on.
+
+    Binds and releases a probe socket with the server's own ``SO_REUSEADDR`` setting, so a
+    port held by another process is reported before any data is loaded.
+    """
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port}: a port is a number from 1 to 65535 (0: any free port)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ValueError(f"--host {host!r}: cannot be resolved ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ValueError(
+                    f"--port {port}: {host}:{port} is already in use by another program "
+                    "(another exchange serve?); pick another --port"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise ValueError(
+                    f"--port {port}: not allowed to listen on {host}:{port} "
+                    "(ports below 1024 need privileges); pick another --port"
+                ) from None
+            raise ValueError(
+                f"--host {host}: cannot listen on {host}:{port} ({exc.strerror})"
+            ) from None
+
+
+def _read_accounts(path: Path) -> list:
+    """:func:`~serving.exchange.accounts.load_accounts`, with file-format errors on one line."""
+    import json
+
+    import yaml
+
+    from serving.exchange.accounts import load_accounts
+
+    try:
+        return load_accounts(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "cannot be parsed"
+        raise ValueError(f"--accounts {path}:{where} not valid YAML ({problem})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"--accounts {path}: line {exc.lineno}, column {exc.colno}: not valid JSON ({exc.msg})"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--accounts {path}: not a UTF-8 text file") from None
+
+
+def _check_start(text: str, start_ms: int, data: MarketData) -> None:
+    from envs.data.store import iso_ms
+
+    first, last = int(data.timestamp[0]), int(data.timestamp[-1])
+    if not first <= start_ms <= last:
+        raise ValueError(
+            f"--start {text}: {iso_ms(start_ms)} is outside the data, which runs from "
+            f"{iso_ms(first)} to {iso_ms(last)} ({data.symbol} {data.timeframe})"
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -44,6 +44,25 @@ def run_python(*args: str, env: dict[str, str] | None = None, timeout: float = 2
     )
 
 
+def run_printed(command: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """A command line the program printed, run by the shell from the repository root with
+    the PATH of a shell whose venv is not activated (wandb offline)."""
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    return subprocess.run(
+        command,
+        shell=True,
+        cwd=REPO,
+        env={**env, "PATH": path, "WANDB_MODE": "offline"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> TrainResult:
     """One tiny PPO run logged to an offline wandb run, shared by the read-only tests."""

@@ -8,9 +8,18 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from agents.algorithms import ALGORITHMS, ConfigError, get_algorithm, resolve_action, sb3_kwargs
-from agents.config import AGENT_SCHEMAS, ActionSpace, EnvSettings
+from agents.config import (
+    AGENT_SCHEMAS,
+    ActionSpace,
+    EnvSettings,
+    GapPolicy,
+    Normalization,
+    Reward,
+    Slippage,
+)
 from agents.run import typed_train_config
 from agents.train import compose_train, make_env_config, train
+from envs import choices
 from envs.config import EnvConfig
 from envs.features import DEFAULT_FEATURES
 
@@ -96,13 +105,16 @@ def test_agent_algo_must_match_the_chosen_group():
     ("override", "message"),
     [
         ("agent.policy_kwargs.activation_fn=swish", "activation_fn='swish' is not one of"),
-        ("total_timesteps=0", "total_timesteps=0 must be >= 1"),
+        ("total_timesteps=0", "total_timesteps=0: must be a whole number >= 1"),
         ("env.leverage=500", "leverage=500.0: must be between 1 and 100"),
         ("split.embargo=soon", "split.embargo='soon' is not a duration"),
         (
             "split.train_end=2025-04-10",
             "the validation range 2025-04-10T01:00:00.000 to .* is empty",
         ),
+        ("env.window=9000", "env: window=9000 .* leaves 0 steps"),
+        # five days of validation bars cannot be annualised (see agents.metrics)
+        ("objective=calmar", "objective=calmar is annualised, .* this one is 5.6 days"),
     ],
 )
 def test_settings_hydra_cannot_check_fail_at_start_with_the_key(tmp_path, override, message):
@@ -165,3 +177,60 @@ def test_the_cli_reports_an_unusable_setting_without_a_traceback(tmp_path):
         "use env.action=discrete (or env.action=auto)"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("enum", "kinds"),
+    [
+        (Reward, choices.REWARD_KINDS),
+        (Slippage, choices.SLIPPAGE_KINDS),
+        (Normalization, choices.NORMALIZATIONS),
+        (GapPolicy, choices.GAP_POLICIES),
+        (ActionSpace, ("auto", *choices.ACTION_KINDS)),
+    ],
+)
+def test_config_choices_are_the_environments(enum, kinds):
+    """The Hydra enums are built from envs.choices, and the env accepts each of them."""
+    assert [member.value for member in enum] == list(kinds)
+    assert all(member.name == member.value for member in enum)
+
+
+def test_every_config_choice_is_accepted_by_the_environment():
+    from envs.account import SlippageModel
+    from envs.features import FeaturePipeline
+    from envs.market import BTCUSDT
+
+    for reward in Reward:
+        EnvConfig(reward=reward.value).validate(BTCUSDT)
+    for action in ActionSpace:
+        if action.value != "auto":
+            EnvConfig(action=action.value).validate(BTCUSDT)
+    for gaps in GapPolicy:
+        EnvConfig(gaps=gaps.value).validate(BTCUSDT)
+    for kind in Slippage:
+        SlippageModel(kind=kind.value)
+    for normalization in Normalization:
+        FeaturePipeline(DEFAULT_FEATURES, normalization=normalization.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("agent.learning_rate=-1", "agent.learning_rate=-1.0: must be > 0"),
+        ("agent.gamma=1.5", r"agent.gamma=1.5: must be in \(0, 1\]"),
+        ("agent.n_epochs=0", "agent.n_epochs=0: must be a whole number >= 1"),
+        ("agent.clip_range=0", "agent.clip_range=0.0: must be > 0"),
+        ("agent.target_kl=-0.1", "agent.target_kl=-0.1: must be > 0"),
+        ("agent.learning_rate=nan", "agent.learning_rate=nan: must be > 0"),
+        ("features.clip=-1", "features.clip=-1.0: must be > 0"),
+        ("split.walk_forward.folds=0", "split.walk_forward.folds=0"),
+    ],
+)
+def test_hyperparameters_out_of_range_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        typed_train_config(compose_train([override]))
+
+
+def test_optional_and_special_values_pass_the_range_checks():
+    typed_train_config(compose_train(["agent.target_kl=null", "features.clip=null"]))
+    typed_train_config(compose_train(["agent=sac", "agent.gradient_steps=-1"]))

@@ -71,6 +71,23 @@ def test_a_custom_range_backtests_any_dates(trained_run, tmp_path):
     assert len(evaluation.agent.equity) - 1 == 2 * 288 - 1  # 5m bars of two days, minus one
     with pytest.raises(ConfigError, match="add split=custom"):
         evaluate_run(trained_run.run_dir, split="test", start="2025-04-10")
+    with pytest.raises(ConfigError, match="start='someday' is not a time"):
+        evaluate_run(trained_run.run_dir, split="custom", start="someday")
+    with pytest.raises(ConfigError, match="start='2025-04-12' is not before end='2025-04-10'"):
+        evaluate_run(trained_run.run_dir, split="custom", start="2025-04-12", end="2025-04-10")
+
+
+def test_the_report_says_why_annualised_figures_are_not_shown(test_eval):
+    # the test range is under six days: compounding it to a year would mislead
+    days = (test_eval.agent.time_ms[-1] - test_eval.agent.time_ms[0]) / 86_400_000
+    assert days < 7
+    assert test_eval.annualised.startswith("not shown:")
+    html = test_eval.report.read_text()
+    assert "less than the 365 days" in html
+    saved = json.loads((test_eval.out_dir / "metrics.json").read_text())
+    for policy in saved["policies"].values():
+        assert policy["annual_return"] is None and policy["volatility"] is None
+        assert policy["total_return"] is not None and policy["sharpe"] is not None
 
 
 def test_the_cli_writes_the_report_into_the_run_directory(trained_run):
@@ -87,6 +104,7 @@ def test_the_cli_writes_the_report_into_the_run_directory(trained_run):
     out = trained_run.run_dir / "eval" / "validation"
     assert (out / "report.html").is_file() and (out / "metrics.json").is_file()
     assert "Sharpe" in result.stdout and f"report: {out / 'report.html'}" in result.stdout
+    assert "annualised figures: not shown" in result.stdout
     # logged to the run's (offline) wandb project as an evaluate job
     assert wandb_runs() == before + 1
 

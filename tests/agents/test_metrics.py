@@ -31,7 +31,14 @@ def test_periods_per_year_use_365_days():
 
 def test_every_metric_of_a_known_curve():
     m = compute_metrics(
-        EQUITY, POSITION, PRICE, "1d", fees_paid=1.5, funding_paid=-0.25, n_trades=3
+        EQUITY,
+        POSITION,
+        PRICE,
+        "1d",
+        fees_paid=1.5,
+        funding_paid=-0.25,
+        n_trades=3,
+        min_annualised_days=0,  # annualise even these 4 days, to check the formulas
     )
     total = 101.969604 / 100 - 1
     annual = (1 + total) ** (365 / 4) - 1
@@ -55,6 +62,20 @@ def test_every_metric_of_a_known_curve():
     assert m["final_equity"] == 101.969604
 
 
+def test_ranges_shorter_than_a_year_are_not_annualised():
+    # 4 days of +1.97 %: compounding to a year would claim (1.0197 ** (365 / 4) - 1) = 495 %
+    short = compute_metrics(EQUITY, POSITION, PRICE, "1d")
+    assert all(math.isnan(short[k]) for k in ("annual_return", "volatility", "calmar"))
+    assert short["total_return"] == pytest.approx(0.01969604)
+    assert short["sharpe"] == pytest.approx(0.005 / math.sqrt(0.0003) * math.sqrt(365))
+    # a year of daily bars (365 steps) is long enough: 1 % a day compounds to 1.01 ** 365 - 1
+    year = 100.0 * 1.01 ** np.arange(366)
+    flat = np.zeros(366)
+    m = compute_metrics(year, flat, np.full(366, 1.0), "1d")
+    assert m["annual_return"] == pytest.approx(1.01**365 - 1)
+    assert m["volatility"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_drawdown_depth_and_the_longest_time_under_water():
     # peaks 100, 110, 110, 110, 111, 111: under water at steps 2-3 (2 steps) and 5 (1 step)
     depth, duration = max_drawdown(np.array([100, 110, 105, 100, 111, 90.0]))
@@ -72,7 +93,7 @@ def test_a_reversal_closes_one_trade_and_opens_the_next():
 
 
 def test_never_trading_gives_zero_ratios_and_undefined_trade_stats():
-    m = compute_metrics([100.0] * 6, [0.0] * 6, [50.0] * 6, "1h")
+    m = compute_metrics([100.0] * 6, [0.0] * 6, [50.0] * 6, "1h", min_annualised_days=0)
     assert m["total_return"] == m["sharpe"] == m["sortino"] == m["calmar"] == 0.0
     assert m["max_drawdown"] == 0.0 and m["max_drawdown_days"] == 0.0
     assert m["turnover"] == 0.0 and m["exposure"] == 0.0 and m["round_trips"] == 0

@@ -7,10 +7,9 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from agents.export import resolve_run_dir
-from agents.sweep import best_trial, list_trials
+from agents.sweep import best_trial, list_trials, resolve_run_dir
 
-from .conftest import TINY, run_python
+from .conftest import TINY, run_printed, run_python
 
 
 @pytest.mark.slow
@@ -44,3 +43,11 @@ def test_an_optuna_sweep_maximises_the_validation_objective(tmp_path):
     assert summary["best"]["run_dir"] == str(best.run_dir)
     assert f"best trial: {best.run_dir}" in result.stdout
     assert "Best value" in result.stdout  # the Optuna sweeper's own log line
+    assert "setup plugin" not in result.stdout + result.stderr  # alembic's INFO lines
+    # the printed next step runs as printed from the repository root, venv not activated:
+    # it evaluates the sweep's best trial
+    (command,) = [line for line in result.stdout.splitlines() if line.startswith("evaluate it:")]
+    evaluated = run_printed(command.removeprefix("evaluate it:").strip())
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert f"using its best trial {best.run_dir}" in evaluated.stdout
+    assert (best.run_dir / "eval" / "test" / "report.html").is_file()

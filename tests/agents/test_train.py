@@ -136,3 +136,12 @@ def test_resume_with_other_settings_names_them(tmp_path, trained_run):
 def test_resume_past_the_budget_is_refused(tmp_path, trained_run):
     with pytest.raises(ConfigError, match="total_timesteps=2048 is already reached"):
         tiny_train(tmp_path / "again", f"resume_from={trained_run.run_dir}")
+
+
+def test_the_progress_bar_ends_at_the_budget(tmp_path, capsys):
+    # 8 envs x 64 steps: rollouts of 512, so SB3 trains 1,024 steps for a budget of 1,000
+    result = tiny_train(tmp_path / "run", "total_timesteps=1000", "progress_bar=true")
+    assert result.num_timesteps == 1024
+    err = capsys.readouterr().err
+    assert "1000/1000" in err
+    assert "1024/1000" not in err

@@ -263,3 +263,17 @@ def test_stepping_without_a_running_episode_is_refused():
         env.step(FLAT)
     env.reset()
     env.step(FLAT)
+
+
+@pytest.mark.parametrize(
+    ("dates", "message"),
+    [
+        ({"start": "notadate"}, "start='notadate' is not a time"),
+        ({"end": "2025-13-45"}, "end='2025-13-45' is not a time"),
+        ({"start": "2025-04-01", "end": "2025-03-20"}, "start='2025-04-01': must be before end="),
+    ],
+)
+def test_bad_dates_are_named_before_any_data_is_loaded(dates, message):
+    # data_dir points nowhere: a check made after loading would fail on the missing store
+    with pytest.raises(ValueError, match=message):
+        gym.make("PhemexTrading-v0", data_dir="/nonexistent", **dates)

@@ -28,7 +28,7 @@ GAP = slice(250, 255)
 
 @pytest.fixture(scope="module")
 def timeline() -> MarketData:
-    """The sample's 719 hourly bars, evenly spaced (the exchange's slots)."""
+    """The sample's 908 hourly bars, evenly spaced (the exchange's slots)."""
     return load_market_data(SYMBOL, "1h")
 
 
@@ -116,15 +116,17 @@ def test_second_run_fetches_only_the_missing_bars_before_and_after(
 
     report = run(since=int(timeline.timestamp[0]))
 
-    # Head: slots 0..199 (2 windows); tail: slots 400..718 (4 windows); nothing in between.
+    # Head: slots 0..199 (2 windows); tail: slots 400 to the last (508 bars of the 908-bar
+    # sample: 6 windows); nothing in between.
+    tail = len(timeline) - 400
     froms = kline_froms(server)
-    assert len(froms) == math.ceil(200 / PAGE) + math.ceil(319 / PAGE)
+    assert len(froms) == math.ceil(200 / PAGE) + math.ceil(tail / PAGE)
     assert all(f < first or f > last for f in froms)
     assert report.fetched == [
         (int(timeline.timestamp[0]), int(timeline.timestamp[199])),
         (int(timeline.timestamp[400]), int(timeline.timestamp[-1])),
     ]
-    assert report.rows_added == 200 + 319
+    assert report.rows_added == 200 + tail
     stored_equals_source(tmp_path, source)
 
     # A third run finds nothing missing and asks for no bars at all.
