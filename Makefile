@@ -46,6 +46,7 @@ bench: setup peers-venv
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/exchange_latency.py
+	$(PY) benchmarks/data_scale.py
 
 lint: setup
 	$(PY) -m ruff check .
