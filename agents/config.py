@@ -461,6 +461,9 @@ def _ray_launcher_schema() -> type | None:
                 "address": "local",
                 "num_cpus": None,
                 "include_dashboard": False,
+                # Ray's default; the plugin would set 75 MB, which Ray refuses when joining
+                # an existing cluster (it only sizes the store of an instance it starts)
+                "object_store_memory": None,
             }
         )
         remote: dict[str, Any] = field(default_factory=lambda: {"num_cpus": 1, "max_calls": 1})

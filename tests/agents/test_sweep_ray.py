@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -14,7 +19,7 @@ from omegaconf import OmegaConf
 
 from agents.sweep import best_trial, list_trials
 
-from .conftest import TINY, run_python
+from .conftest import TINY, run_python, tiny_train
 
 SWEEP = ["--multirun", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2"]
 
@@ -109,3 +114,74 @@ def test_a_ray_sweep_returns_the_same_trials_and_best_as_joblib(tmp_path, ray_te
     assert best_trial(joblib_sweep).run_dir.name == higher
     summary = json.loads((ray_sweep / "sweep_summary.json").read_text())
     assert summary["best"]["run_dir"] == str(ray_sweep / higher)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(token: str) -> None:
+    """End the marked processes: TERM, then KILL what is left (never ``ray stop``, which would
+    stop every Ray instance on the machine)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                if f"{MARKER}={token}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(proc.name), sig)
+            except (OSError, ProcessLookupError):
+                continue
+        if not _wait_for_exit(token, seconds=15):
+            return
+
+
+@pytest.mark.slow
+def test_a_sweep_joins_an_existing_ray_cluster_by_address(tmp_path, ray_temp_dir):
+    """``hydra.launcher.ray.init.address=HOST:PORT`` runs the trials on a cluster started by
+    ``ray start --head`` (every port chosen free, so it cannot meet another instance)."""
+    token = uuid.uuid4().hex
+    port = _free_port()
+    ports = {
+        "--ray-client-server-port": _free_port(),
+        "--dashboard-agent-listen-port": _free_port(),
+        "--dashboard-agent-grpc-port": _free_port(),
+        "--runtime-env-agent-port": _free_port(),
+        "--metrics-export-port": _free_port(),
+    }
+    ray_cli = Path(sys.executable).with_name("ray")
+    env = {**os.environ, MARKER: token}
+    try:
+        started = subprocess.run(
+            [ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+             "--num-cpus=1", f"--temp-dir={ray_temp_dir}", "--include-dashboard=false",
+             "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())],
+            env=env, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr[-3000:]
+        sweep = tmp_path / "sweep"
+        result = run_python(
+            "-m",
+            "agents.train",
+            "--multirun",
+            "hydra/sweeper=optuna",
+            "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.n_jobs=1",
+            "hydra/launcher=ray",
+            f"hydra.launcher.ray.init.address=127.0.0.1:{port}",
+            f"hydra.sweep.dir={sweep}",
+            *TINY,
+            # Ray 2.60 clusters authenticate drivers with the token `ray start` wrote
+            env={MARKER: token, "RAY_AUTH_MODE": "token"},
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Connecting to existing Ray cluster" in result.stderr + result.stdout
+        [trial] = list_trials(sweep)
+    finally:
+        _stop(token)
+    assert _processes_marked(token) == []
+    # the trial on the cluster reaches what the same overrides reach trained in this process
+    overrides = [f"{k}={v}" for k, v in trial.overrides.items()]
+    local = tiny_train(tmp_path / "local", *overrides)
+    assert trial.value == pytest.approx(local.best_value, rel=1e-9)
