@@ -53,11 +53,12 @@ log = logging.getLogger(__name__)
 def feature_cache_dir(
     data_dir: str | Path | None, exchange: str | None, symbol: str, timeframe: str
 ) -> Path | None:
-    """``<data_dir>/<exchange>/<SYMBOL_ID>/features``; None for the bundled sample (read-only,
-    and small enough to compute in well under a second)."""
-    if data_dir is None:
+    """``<data_dir>/<exchange>/<SYMBOL_ID>/features``; None for the bundled sample, by default
+    or by path (it ships inside the package, and computes in well under a second)."""
+    from envs.data.store import candles_path, resolve_exchange, sample_data_dir
+
+    if data_dir is None or Path(data_dir).resolve() == sample_data_dir().resolve():
         return None
-    from envs.data.store import candles_path, resolve_exchange
 
     exchange = resolve_exchange(data_dir, symbol, timeframe, exchange)
     return candles_path(data_dir, exchange, symbol, timeframe).parent / CACHE_FOLDER
@@ -130,8 +131,12 @@ class FeatureCache:
             log.info("features of %d bars read from the cache %s", len(market), path)
             return (*cached, True)
         matrix = compute(pipeline)
-        self._write(path, key, pipeline, matrix, market)
-        log.info("features of %d bars computed and cached in %s", len(market), path)
+        try:
+            self._write(path, key, pipeline, matrix, market)
+        except OSError as exc:  # a read-only or full store: the run goes on uncached
+            log.warning("cannot write the feature cache entry %s (%s); not cached", path, exc)
+        else:
+            log.info("features of %d bars computed and cached in %s", len(market), path)
         return pipeline, matrix, False
 
     def _read(

@@ -59,6 +59,18 @@ def test_the_cache_lives_beside_the_candles_and_not_for_the_bundled_sample(store
         store / EXCHANGE / "BTC_USDT_USDT" / "features"
     )
     assert feature_cache_dir(None, None, SYMBOL, TIMEFRAME) is None
+    # the bundled sample given by path is not cached either: it ships inside the package
+    assert feature_cache_dir(sample_data_dir(), None, SYMBOL, TIMEFRAME) is None
+
+
+def test_a_read_only_store_runs_uncached(store, caplog):
+    data, feats = _configs(store)
+    folder = store / EXCHANGE / "BTC_USDT_USDT"
+    (folder / "features").write_text("a file where the cache folder would go")
+    with caplog.at_level(logging.WARNING, logger="agents.feature_cache"):
+        dataset = _prepare(data, feats)
+    assert "not cached" in caplog.text
+    _same(dataset, _prepare(data, dataclasses.replace(feats, cache=False)))
 
 
 def test_a_second_run_reads_exactly_what_the_first_computed(store, caplog):
