@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet $(TORCH_PIN)
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 test: setup
@@ -47,6 +47,7 @@ bench: setup peers-venv
 	$(PY) benchmarks/env_throughput.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/exchange_latency.py
+	$(PY) benchmarks/data_scale.py
 
 lint: setup
 	$(PY) -m ruff check .

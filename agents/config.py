@@ -170,6 +170,8 @@ class FeaturesConfig:
     norm_window: int = at_least_one(2000)
     norm_min_periods: int = at_least_one(500)
     clip: float | None = positive(10.0, optional=True)
+    cache: bool = True
+    """Keep the computed features beside the data (``<symbol>/features/``) for the next run."""
 
 
 @dataclass
@@ -542,6 +544,9 @@ def register_configs() -> None:
     Plugins.instance()  # discovers (and executes) the plugins' config modules once, first
     cs.store(group="hydra/sweeper", name="optuna", node=_optuna_sweeper_schema())
     cs.store(group="hydra/sweeper/sampler", name="tpe", node=_tpe_sampler_schema())
+    ray_launcher = _ray_launcher_schema()
+    if ray_launcher is not None:  # the `ray` extra is installed
+        cs.store(group="hydra/launcher", name="ray", node=ray_launcher)
 
 
 def _optuna_sweeper_schema() -> type:
@@ -565,6 +570,42 @@ def _optuna_sweeper_schema() -> type:
         )
 
     return OptunaSweeper
+
+
+def _ray_launcher_schema() -> type | None:
+    """``hydra/launcher=ray`` with our defaults; None without the ``ray`` extra.
+
+    A fresh local Ray instance per sweep (``address: local``, so a cluster someone else
+    started on this machine is never joined by accident); ``init.address=ray://head:10001``
+    or ``auto`` runs on an existing cluster instead. Each trial asks Ray for one CPU, matching
+    ``torch_threads: 1``, so N trials on N cores do not fight; raise both together for big
+    networks. ``max_calls: 1`` runs every trial in a fresh worker process, so a trial's
+    memory (the market, its features) returns to the OS when it ends.
+    """
+    try:
+        from hydra_plugins.hydra_ray_launcher._config import RayConf, RayLauncherConf
+    except ImportError:
+        return None
+
+    @dataclass
+    class Ray(RayConf):
+        init: dict[str, Any] = field(
+            default_factory=lambda: {
+                "address": "local",
+                "num_cpus": None,
+                "include_dashboard": False,
+                # Ray's default; the plugin would set 75 MB, which Ray refuses when joining
+                # an existing cluster (it only sizes the store of an instance it starts)
+                "object_store_memory": None,
+            }
+        )
+        remote: dict[str, Any] = field(default_factory=lambda: {"num_cpus": 1, "max_calls": 1})
+
+    @dataclass
+    class RayLauncher(RayLauncherConf):
+        ray: Ray = field(default_factory=Ray)
+
+    return RayLauncher
 
 
 def _tpe_sampler_schema() -> type:

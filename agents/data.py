@@ -19,6 +19,7 @@ import numpy as np
 
 from agents.algorithms import ConfigError
 from agents.config import DataConfig, FeaturesConfig
+from agents.feature_cache import FeatureCache, feature_cache_dir
 from agents.splits import Splits
 from envs.data.market_data import MARK_ARRAYS, TIMEFRAME_MS, MarketData, parse_time
 from envs.features import FeatureMatrix, FeaturePipeline, with_funding_interval
@@ -197,23 +198,44 @@ class Dataset:
 def prepare_dataset(
     data: DataConfig, features: FeaturesConfig, splits: Splits, market: MarketData | None = None
 ) -> Dataset:
-    """Load the market (unless given), fit the pipeline on the training rows, transform all bars."""
+    """Load the market (unless given), fit the pipeline on the training rows, transform all bars.
+
+    With ``features.cache`` and a data directory, the fitted pipeline and its matrix come from
+    :class:`~agents.feature_cache.FeatureCache` beside the data when an earlier run computed
+    them from the same bars, config and training rows.
+    """
     market = load_market(data) if market is None else market
     contract = make_contract(data)
     pipeline = make_pipeline(features, contract)
-    if pipeline.normalization == "fit":
-        first, stop = splits.train.indices(market)
-        try:
-            pipeline.fit(market.slice(first, stop))
-        except ValueError as exc:
-            raise ConfigError(
-                f"fitting the features on the training range ({stop - first} bars): {exc}; "
-                "lengthen the training range or lower features.norm_min_periods"
-            ) from exc
+    fit_rows = splits.train.indices(market) if pipeline.normalization == "fit" else None
+
+    def fit_transform(pipeline: FeaturePipeline) -> FeatureMatrix:
+        if fit_rows is not None:
+            first, stop = fit_rows
+            try:
+                pipeline.fit(market.slice(first, stop))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"fitting the features on the training range ({stop - first} bars): {exc}; "
+                    "lengthen the training range or lower features.norm_min_periods"
+                ) from exc
+        return pipeline.transform(market)
+
+    cache_dir = (
+        feature_cache_dir(store_dir(data.data_dir), data.exchange, data.symbol, data.timeframe)
+        if features.cache
+        else None
+    )
+    if cache_dir is None:
+        matrix = fit_transform(pipeline)
+    else:
+        pipeline, matrix, _ = FeatureCache(cache_dir).features(
+            pipeline, market, fit_rows, fit_transform
+        )
     return Dataset(
         market=market,
         contract=contract,
         pipeline=pipeline,
-        features=pipeline.transform(market),
+        features=matrix,
         splits=splits,
     )

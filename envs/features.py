@@ -40,6 +40,7 @@ import ta
 from envs.choices import NORMALIZATIONS
 from envs.data.market_data import MarketData, timeframe_to_ms
 from envs.market import FUNDING_INTERVAL_MS
+from envs.wilder import average_directional_index, average_true_range
 
 FORMAT_VERSION = 1
 """Version of the :meth:`FeaturePipeline.to_dict` layout; bump when a feature's formula changes."""
@@ -248,7 +249,7 @@ class BollingerPctB(Feature):
 
 @dataclass(frozen=True)
 class ATR(Feature):
-    """Wilder's average true range (``ta``) as a fraction of the close."""
+    """Wilder's average true range (``ta``'s, compiled: :mod:`envs.wilder`) as a fraction of the close."""
 
     name: ClassVar[str] = "atr"
     window: int = 14
@@ -266,15 +267,16 @@ class ATR(Feature):
     def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
         if len(bars) < self.window:  # ta indexes row window - 1 unconditionally
             return np.full((len(bars), 1), np.nan)
-        atr = ta.volatility.AverageTrueRange(
-            bars["high"], bars["low"], bars["close"], window=self.window
-        ).average_true_range()
-        return _nan_before(atr.to_numpy() / bars["close"].to_numpy(), self.window - 1)[:, None]
+        close = bars["close"].to_numpy()
+        atr = average_true_range(
+            bars["high"].to_numpy(), bars["low"].to_numpy(), close, self.window
+        )
+        return _nan_before(atr / close, self.window - 1)[:, None]
 
 
 @dataclass(frozen=True)
 class ADX(Feature):
-    """Average directional index (``ta``), mapped from [0, 100] to [0, 1]."""
+    """Average directional index (``ta``'s, compiled: :mod:`envs.wilder`), mapped from [0, 100] to [0, 1]."""
 
     name: ClassVar[str] = "adx"
     window: int = 14
@@ -294,10 +296,10 @@ class ADX(Feature):
         first = 2 * self.window - 1  # ta's first ADX value; it writes 0 before
         if len(bars) <= first:  # and indexes that row unconditionally
             return np.full((len(bars), 1), np.nan)
-        adx = ta.trend.ADXIndicator(
-            bars["high"], bars["low"], bars["close"], window=self.window
-        ).adx()
-        return _nan_before(adx.to_numpy() / 100.0, first)[:, None]
+        adx = average_directional_index(
+            bars["high"].to_numpy(), bars["low"].to_numpy(), bars["close"].to_numpy(), self.window
+        )
+        return _nan_before(adx / 100.0, first)[:, None]
 
 
 @dataclass(frozen=True)
@@ -637,11 +639,14 @@ class FeaturePipeline:
                 or non-positive prices, negative volume); the message names the bar.
         """
         raw, first_valid = self._raw(market)
-        values = raw.copy()
+        # _raw's array is ours: normalise it in place, a column at a time, so that years of
+        # minute bars need one (T, F) float64 array rather than four
+        values = raw
         mask = self._normalized
         if self.normalization == "fit":
             stats = self._fitted_stats(market.timeframe)
-            values[:, mask] = _zscore(raw[:, mask], stats.mean, stats.std)
+            for j, col in enumerate(np.flatnonzero(mask)):
+                values[:, col] = _zscore(raw[:, col], stats.mean[j], stats.std[j])
         elif self.normalization == "rolling" and mask.any():
             rolling = pd.DataFrame(raw[:, mask]).rolling(
                 self.norm_window, min_periods=self.norm_min_periods
