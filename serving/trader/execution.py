@@ -47,6 +47,10 @@ REJECTIONS = (
 KINDS = {"Trade": "trade", "Funding": "funding", "LiqTrade": "liquidation", "AdlTrade": "adl"}
 """Phemex trade types -> journal fill kinds."""
 TRADES_PAGE = 200
+NOT_RETRIED = frozenset({"create_order", "cancel_order", "set_leverage"})
+"""Calls that change the account: never repeated blindly."""
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 0.1
 FOLLOW_POLL_S = 0.05
 
 
@@ -117,16 +121,33 @@ class Executor:
 
     # ---- exchange calls with bookkeeping
     async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.<name>(...)``, counting failures and rate-limit hits."""
-        try:
-            return await getattr(self.client, name)(*args, **kwargs)
-        except ccxt.RateLimitExceeded:
-            self.metrics.rate_limit_hits.inc()
-            self.metrics.exchange_errors.labels(name, "RateLimitExceeded").inc()
-            raise
-        except Exception as exc:
-            self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
-            raise
+        """``client.<name>(...)``, counting failures and rate-limit hits.
+
+        Reads are retried on network errors (timeouts, 5xx, rate limits) with backoff;
+        orders never are (see the module doc).
+        """
+        attempts = 1 if name in NOT_RETRIED else READ_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                return await getattr(self.client, name)(*args, **kwargs)
+            except ccxt.RateLimitExceeded as exc:
+                self.metrics.rate_limit_hits.inc()
+                self.metrics.exchange_errors.labels(name, "RateLimitExceeded").inc()
+                if attempt == attempts - 1:
+                    raise
+                error: Exception = exc
+            except ccxt.NetworkError as exc:
+                self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
+                if attempt == attempts - 1:
+                    raise
+                error = exc
+            except Exception as exc:
+                self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
+                raise
+            delay = READ_BACKOFF_S * 2**attempt
+            log.info("%s failed (%s); retry in %.2f s", name, _reason(error), delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def snapshot(self) -> AccountSnapshot:
         """Wallet and position of the symbol."""

@@ -423,6 +423,18 @@ class Journal:
             ).scalar_one()
         return float(total)
 
+    def funding_since(self, account: str, since_ms: int) -> float:
+        """Funding paid (USDT, negative when received) at settlements at or after ``since_ms``."""
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(FILLS.c.fee), 0.0)).where(
+                    FILLS.c.account == account,
+                    FILLS.c.kind == "funding",
+                    FILLS.c.time_ms >= since_ms,
+                )
+            ).scalar_one()
+        return float(total)
+
     def link_fills(self, account: str, exchange_order_id: str, client_id: str) -> None:
         """Attribute the fills of an exchange order to our client id (learnt after the fill)."""
         with self.engine.begin() as conn:

@@ -31,6 +31,8 @@ class RiskState:
     day: str = ""
     day_start_equity: float | None = None
     peak_equity: float | None = None
+    flatten_pending: bool = False
+    """A halt asked for the position to be closed and it is not closed yet."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -139,6 +141,7 @@ class RiskManager:
         self.state.state = RUNNING
         self.state.reason = ""
         self.state.halted_at_bar = None
+        self.state.flatten_pending = False
         # a new peak from here: a drawdown halt would otherwise fire again at once
         self.state.peak_equity = None
         self.state.day_start_equity = None

@@ -114,6 +114,8 @@ class TraderSettings:
         settle_grace_s: an order the exchange does not know is declared never placed only
             this long after it was sent (a request may still be in transit).
         set_leverage: set the agent's leverage on the exchange at start-up.
+        max_error_bars: bars in a row the exchange may fail (after retries) before the
+            trader halts.
     """
 
     mode: str = "paper"
@@ -130,6 +132,7 @@ class TraderSettings:
     lease_ttl_s: float = 30.0
     settle_grace_s: float = 2.0
     set_leverage: bool = True
+    max_error_bars: int = 3
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

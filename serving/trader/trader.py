@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -28,6 +29,7 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import ccxt
 import numpy as np
 
 from envs import account as acc
@@ -164,6 +166,7 @@ class Trader:
         self._equity: float | None = None
         self._bars_seen = 0
         self._drift_alarm = False
+        self._error_bars = 0
         self._policy_state: Any = None
         self._started_ms = now_ms()
         self._obs = np.zeros(self.layout.obs_size, dtype=np.float32)
@@ -262,7 +265,11 @@ class Trader:
             self._metrics.bars.inc()
             self.journal.record_bar(self.account, bar)
             self.events.emit("bar", _bar_dict(bar))
-            decision = await self._decide_and_trade(bar, started)
+            try:
+                decision = await self._decide_and_trade(bar, started)
+                self._error_bars = 0
+            except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
+                decision = await self._failed_bar(bar, exc)
             self._persist_risk()
             latency = time.perf_counter() - started
             self._metrics.loop_latency.observe(latency)
@@ -276,7 +283,11 @@ class Trader:
         await self._sync_fills()
         snap = await ex.snapshot()
         self._snapshot = snap
-        state = self._account_vector(snap)
+        # Equity at the bar's close, as the env marks it: a funding settlement at that very
+        # instant (the next bar's open) belongs to the next step, so it is added back.
+        close_ms = bar.timestamp + self.timeframe_ms
+        wallet = snap.wallet + self.journal.funding_since(self.account, close_ms)
+        state = self._account_vector(dataclasses.replace(snap, wallet=wallet))
         equity = float(acc.equity(state, bar.close))
         self._equity = equity
         self._metrics.equity.set(equity)
@@ -287,8 +298,8 @@ class Trader:
                 "bar_ms": bar.timestamp,
                 "time_ms": now_ms(),
                 "equity": equity,
-                "wallet": snap.wallet,
-                "upnl": equity - snap.wallet,
+                "wallet": wallet,
+                "upnl": equity - wallet,
                 "position": snap.qty,
                 "entry": snap.entry,
                 "price": bar.close,
@@ -296,6 +307,8 @@ class Trader:
         )
         for trigger in self.risk_manager.on_equity(bar.timestamp, equity):
             await self._trigger(trigger, bar)
+        if self.risk_manager.state.flatten_pending and not pending and snap.qty:
+            await self._flatten()  # a halt's earlier flatten did not complete: again
 
         decision: dict[str, Any] = {
             "account": self.account,
@@ -401,6 +414,43 @@ class Trader:
                     await self._sync_fills()
         return decision
 
+    async def _failed_bar(self, bar: Bar, exc: Exception) -> dict[str, Any]:
+        """Journal a bar the exchange did not let us handle; halt after too many in a row."""
+        self._error_bars += 1
+        reason = f"exchange error: {type(exc).__name__}: {exc}"[:500]
+        log.warning("bar %s: %s", bar.timestamp, reason)
+        decision = {
+            "account": self.account,
+            "bar_ms": bar.timestamp,
+            "time_ms": now_ms(),
+            "model_tag": self.agent.tag,
+            "config_hash": self.settings.config_hash,
+            "price": bar.close,
+            "verdict": "error",
+            "reason": reason,
+            "orders": [],
+        }
+        existing = self.journal.decision(self.account, bar.timestamp)
+        if existing is not None:  # the decision was journaled before the failure: keep it
+            self.journal.update_decision(
+                self.account, bar.timestamp, reason=(existing["reason"] + "; " + reason)[:2000]
+            )
+            decision = {**existing, "reason": existing["reason"] + "; " + reason}
+        else:
+            self.journal.record_decision(decision)
+        limit = self.settings.max_error_bars
+        if self._error_bars >= limit and self.risk_manager.trading:
+            await self._trigger(
+                Trigger(
+                    "exchange_errors",
+                    f"{self._error_bars} bars in a row failed; last: {reason}",
+                    halt=True,
+                ),
+                bar,
+                flatten=False,
+            )
+        return decision
+
     def _account_vector(self, snap: AccountSnapshot) -> np.ndarray:
         """The account as the env's kernels see it (wallet, position, entry, leverage)."""
         state = acc.new_account_state(snap.wallet, self.agent.env_config.leverage)
@@ -474,6 +524,8 @@ class Trader:
             self._set_status(HALTED, self.risk_manager.state.reason)
             self._persist_risk()
             if flatten:
+                self.risk_manager.state.flatten_pending = True
+                self._persist_risk()
                 await self._flatten()
 
     async def _flatten(self) -> dict[str, Any] | None:
@@ -484,13 +536,21 @@ class Trader:
         snap = await ex.snapshot()
         self._snapshot = snap
         if snap.qty == 0:
+            self._flattened()
             return None
         flattens = int(self.journal.get_state(self.account, "flattens", 0)) + 1
         self.journal.set_state(self.account, "flattens", flattens)
         bar_ms = self._bars[-1].timestamp if self._bars else 0
         row = await ex.place(bar_ms, f"flatten{flattens}", -snap.qty, reduce_only=True)
         await self._sync_fills()
+        if row["status"] == "filled" and row["filled"] >= abs(snap.qty):
+            self._flattened()
         return row
+
+    def _flattened(self) -> None:
+        if self.risk_manager.state.flatten_pending:
+            self.risk_manager.state.flatten_pending = False
+            self._persist_risk()
 
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self, startup: bool = False) -> tuple[bool, str]:
@@ -720,6 +780,7 @@ class Trader:
         async with self._lock:
             reason = reason or "kill switch"
             self.risk_manager.halt(KILLED, reason)
+            self.risk_manager.state.flatten_pending = True
             self._persist_risk()
             self._metrics.risk_events.labels("kill").inc()
             self.events.emit("risk", {"kind": "kill", "reason": reason, "halt": True})

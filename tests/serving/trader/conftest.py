@@ -16,6 +16,7 @@ from envs.client import make_phemex_client
 from envs.data.store import load_market_data, read_funding, sample_data_dir
 from serving.exchange.clock import ReplayClock
 from serving.exchange.market import ReplayMarket
+from serving.exchange.ratelimit import RateLimitConfig
 from serving.exchange.server import ExchangeServer
 from serving.trader import RiskLimits, Trader, TraderSettings
 from serving.trader.streams import SteppedReplayStream
@@ -103,11 +104,19 @@ class PaperVenue:
         return client
 
 
-def paper_venue(sample_5m, sample_funding, agent, start: int = START, faults=None) -> PaperVenue:
+def paper_venue(
+    sample_5m, sample_funding, agent, start: int = START, faults=None, rate_limits=None
+) -> PaperVenue:
+    """A paper exchange (Phemex's rate limits lifted unless given) on a stepped clock."""
     tf = sample_5m.timeframe_ms
     clock = ReplayClock(int(sample_5m.timestamp[start]) + tf, tf)
     market = ReplayMarket(sample_5m, sample_funding, clock=clock)
-    server = ExchangeServer(market, faults, slippage=agent.env_config.slippage_model())
+    server = ExchangeServer(
+        market,
+        faults,
+        slippage=agent.env_config.slippage_model(),
+        rate_limits=rate_limits or RateLimitConfig(contract=100_000, others=100_000),
+    )
     return PaperVenue(server.start(), clock, start)
 
 
