@@ -161,3 +161,87 @@ async def run_stepped(
 
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+# ---- PostgreSQL: a real server for the session (Debian's postgresql, installed by `make test`)
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): `make test` "
+            "installs Debian's postgresql package when it is missing"
+        )
+    return found[-1].parent
+
+
+def _as_postgres(*args: str) -> list[str]:
+    """Run as the ``postgres`` user when root (initdb and the server refuse to run as root)."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server on a free loopback port; yields its admin URL."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    bin_dir = _pg_bin()
+    data = Path(tempfile.mkdtemp(prefix="phemex-rl-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    subprocess.run(
+        _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"),
+        check=True,
+        capture_output=True,
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        _as_postgres(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(data / "log"),
+            "start",
+        ),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"),
+            capture_output=True,
+        )
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def new_postgres_database(server_url: str) -> str:
+    """A fresh, empty database on the server; its SQLAlchemy URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"journal_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return f"{server_url}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request, tmp_path) -> str:
+    """A fresh journal database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.sqlite'}"
+    return new_postgres_database(request.getfixturevalue("postgres_server"))
