@@ -189,10 +189,12 @@ class Trader:
                     )
                 except Exception as exc:
                     raise TraderRefused(f"could not set leverage on the exchange: {exc}") from exc
+            log.info("lease on account %r taken by %s", self.account, self.holder)
             self._set_status("reconciling", "")
             ok, reason = await self.reconcile(startup=True)
             if not ok:
                 raise TraderRefused(f"reconciliation failed: {reason}")
+            log.info("reconciled with the exchange")
             self._reconciled = True
             stream = self._stream
             if stream is None:
@@ -200,6 +202,7 @@ class Trader:
 
                 stream = CcxtBarStream(self.client, self.symbol, self.timeframe)
             self._bars.extend(await stream.history(self.buffer_bars))
+            log.info("warm-up: %d bars of history; trading", len(self._bars))
             self._set_status(self.risk_manager.state.state, self.risk_manager.state.reason)
             await self._loop(stream)
         except TraderRefused as exc:
