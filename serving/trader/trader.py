@@ -183,12 +183,7 @@ class Trader:
         try:
             self._acquire_lease()
             if self.settings.set_leverage:
-                try:
-                    await self.executor.call(
-                        "set_leverage", self.agent.env_config.leverage, self.symbol
-                    )
-                except Exception as exc:
-                    raise TraderRefused(f"could not set leverage on the exchange: {exc}") from exc
+                await self._set_leverage()
             log.info("lease on account %r taken by %s", self.account, self.holder)
             self._set_status("reconciling", "")
             ok, reason = await self.reconcile(startup=True)
@@ -215,6 +210,19 @@ class Trader:
                 self._holding_lease = False
             if self._status != "refused":
                 self._set_status("stopped", self._reason)
+
+    async def _set_leverage(self) -> None:
+        """Put the exchange on the agent's leverage (sizing and margin assume it)."""
+        leverage = self.agent.env_config.leverage
+        try:
+            snap = await self.executor.snapshot()
+            if snap.leverage is not None and abs(snap.leverage - leverage) < 1e-9:
+                return
+            await self.executor.call("set_leverage", leverage, self.symbol)
+        except Exception as exc:
+            raise TraderRefused(
+                f"could not set the agent's leverage {leverage:g} on the exchange: {exc}"
+            ) from exc
 
     async def stop(self) -> None:
         """Ask the loop to stop after the bar it is handling; :meth:`run` then returns."""
