@@ -172,11 +172,12 @@ def replay_fast(server: ExchangeServer, n_bars: int, pause_s: float, stop: threa
         time.sleep(pause_s)
 
 
-async def run_live(server: ExchangeServer, n_bars: int, **options):
-    """Follow ``n_bars`` bars while a thread replays them fast; returns (bars, stats)."""
+async def run_live(server: ExchangeServer, n_bars: int, bar_interval_s: float = 0.008, **options):
+    """Follow ``n_bars`` bars while a thread replays one every ``bar_interval_s`` wall
+    seconds; returns (bars, stats)."""
     stream = live_stream(server, **options)
     stop = threading.Event()
-    driver = threading.Thread(target=replay_fast, args=(server, n_bars + 1, 0.008, stop))
+    driver = threading.Thread(target=replay_fast, args=(server, n_bars + 1, bar_interval_s, stop))
     try:
         await stream.history(50)
         driver.start()
@@ -200,7 +201,9 @@ async def test_every_bar_once_in_order_through_rest_failures_and_socket_cuts(dat
     with serve(data, funding, faults) as server:
         # Short snapshots: after a cut, the missed bars must come from REST.
         server.app[WS_FEED].kline_snapshot_bars = 5
-        bars, stats = await run_live(server, N_BARS)
+        # 300 bars over about 4.8 s: with a cut 1 s after each connect, at least two cuts
+        # whatever the reconnect delays (at 8 ms a bar the run could end before the second).
+        bars, stats = await run_live(server, N_BARS, bar_interval_s=0.016)
     assert bars == [market_bar(data, i) for i in range(START + 1, START + 1 + N_BARS)]
     assert sum(b.funding_rate != 0 for b in bars) == 3
     assert stats.socket_errors >= 2 and stats.rest_errors >= 1 and stats.backfills >= 2
