@@ -12,7 +12,7 @@ PEERS_PY := $(PEERS_VENV)/bin/python
 PEERS_REQ := benchmarks/peers/requirements.txt
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: setup test test-fast demo bench peers-venv lint format clean
+.PHONY: setup test test-fast demo bench peers-venv lint format clean postgresql
 
 setup: $(STAMP)
 
@@ -23,10 +23,18 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: setup
+# The journal tests run a real PostgreSQL server (Debian's package; its binaries live in
+# /usr/lib/postgresql/<version>/bin, off the PATH): installed here when missing.
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql)
+
+test: setup postgresql
 	$(PY) -m pytest
 
-test-fast: setup
+test-fast: setup postgresql
 	$(PY) -m pytest -m "not slow and not browser"
 
 demo: setup

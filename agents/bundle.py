@@ -6,6 +6,8 @@ A bundle holds everything needed to trade the agent exactly as it was evaluated:
     pipeline.json    feature pipeline config with its fitted statistics
     env_config.json  envs.config.EnvConfig: symbol, timeframe, window, leverage, fees, actions
     contract.json    envs.market.ContractSpec the account model used
+    feature_stats.json  mean / std / quantiles of every feature over the training rows
+                     (serving's drift monitor compares live features against them)
     manifest.json    algorithm, spaces, metrics, config hash, data hash, git commit
 
 Serving does::
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.zip"
+FEATURE_STATS_FILE = "feature_stats.json"
 _NAME = re.compile(r"^[a-z0-9]([-._a-z0-9]*[a-z0-9])?$")
 
 
@@ -88,6 +91,34 @@ def _evaluations(run: TrainedRun) -> dict[str, Any]:
     return out
 
 
+def training_feature_stats(run: TrainedRun) -> dict[str, Any]:
+    """Per-feature statistics of the features the agent saw in training (the train split).
+
+    Returns ``{"names", "mean", "std", "q05", "q50", "q95", "rows", "start_ms", "end_ms"}``;
+    each statistic is a list with one value per feature column.
+    """
+    from agents.data import load_market
+
+    market = load_market(run.config.data)
+    features = run.pipeline.transform(market)
+    first, stop = run.splits.train.indices(market)
+    rows = features.values[max(first, features.valid_from) : stop].astype(np.float64)
+    if len(rows) == 0:
+        raise ValueError(f"{run.files.root}: the train split has no rows with defined features")
+    q05, q50, q95 = np.quantile(rows, [0.05, 0.5, 0.95], axis=0)
+    return {
+        "names": list(features.names),
+        "mean": rows.mean(axis=0).tolist(),
+        "std": rows.std(axis=0).tolist(),
+        "q05": q05.tolist(),
+        "q50": q50.tolist(),
+        "q95": q95.tolist(),
+        "rows": len(rows),
+        "start_ms": run.splits.train.start_ms,
+        "end_ms": run.splits.train.end_ms,
+    }
+
+
 def save_bundle(run: TrainedRun, checkpoint: str = "best", name: str | None = None) -> str:
     """Save ``run``'s ``checkpoint`` to the BentoML model store; returns the tag ``name:version``."""
     import bentoml
@@ -101,6 +132,7 @@ def save_bundle(run: TrainedRun, checkpoint: str = "best", name: str | None = No
             "'-', '_', '.'; starting and ending with a letter or digit)"
         )
     weights = run.checkpoint_path(checkpoint)
+    feature_stats = training_feature_stats(run)
     model = run.load_model(checkpoint)
     prov = run.provenance
     metrics = run.metrics
@@ -161,6 +193,7 @@ def save_bundle(run: TrainedRun, checkpoint: str = "best", name: str | None = No
             json.dumps(dataclasses.asdict(env_config), indent=2) + "\n"
         )
         (target / "contract.json").write_text(json.dumps(run.contract.to_dict(), indent=2))
+        (target / FEATURE_STATS_FILE).write_text(json.dumps(feature_stats, indent=2) + "\n")
         (target / "manifest.json").write_text(
             json.dumps(manifest, indent=2, default=_json_default) + "\n"
         )
@@ -186,6 +219,8 @@ class LoadedAgent:
         pipeline: the fitted feature pipeline (``"fit"`` statistics of the training rows).
         env_config: the environment settings it was trained and evaluated with.
         manifest: algorithm, spaces, metrics, hashes (see :func:`save_bundle`).
+        feature_stats: statistics of the training features (see :func:`training_feature_stats`);
+            None for bundles exported before they were saved.
     """
 
     tag: str
@@ -196,6 +231,7 @@ class LoadedAgent:
     env_config: EnvConfig
     contract: ContractSpec
     manifest: dict[str, Any]
+    feature_stats: dict[str, Any] | None = None
 
     @property
     def observation_space(self) -> Any:
@@ -258,22 +294,30 @@ def load_agent(tag: str) -> LoadedAgent:
     import bentoml
 
     ref = bentoml.models.get(tag if ":" in tag else f"{tag}:latest")
-    path = Path(ref.path)
+    return load_bundle(ref.path, str(ref.tag))
+
+
+def load_bundle(path: str | Path, tag: str | None = None) -> LoadedAgent:
+    """The agent of a bundle directory (a model-store version folder); ``tag`` names it
+    (default: ``<folder's parent>:<folder>``)."""
+    path = Path(path)
+    tag = tag or f"{path.parent.name}:{path.name}"
     manifest = json.loads((path / "manifest.json").read_text())
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(
-            f"{ref.tag}: bundle format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+            f"{tag}: bundle format {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
     algorithm = ALGORITHMS[manifest["algo"]]
     model = algorithm.load_class().load(str(path / MODEL_FILE), device="cpu")
     obs = _space_dict(model.observation_space)
     if obs != manifest["observation_space"]:
         raise ValueError(
-            f"{ref.tag}: the policy's observation space {obs} differs from the manifest's "
+            f"{tag}: the policy's observation space {obs} differs from the manifest's "
             f"{manifest['observation_space']}"
         )
+    stats = path / FEATURE_STATS_FILE
     return LoadedAgent(
-        tag=str(ref.tag),
+        tag=tag,
         path=path,
         model=model,
         algorithm=algorithm,
@@ -281,6 +325,7 @@ def load_agent(tag: str) -> LoadedAgent:
         env_config=EnvConfig(**json.loads((path / "env_config.json").read_text())),
         contract=ContractSpec(**json.loads((path / "contract.json").read_text())),
         manifest=manifest,
+        feature_stats=json.loads(stats.read_text()) if stats.exists() else None,
     )
 
 

@@ -113,6 +113,37 @@ def reset_episode(
 
 
 @kernel
+def rebalance_order(
+    equity: float,
+    leverage: float,
+    margin_usage: float,
+    rebalance_band: float,
+    lot: float,
+    close: float,
+    qty: float,
+    target: float,
+) -> tuple[float, bool]:
+    """The sizing rule: the position (contracts) exposure ``target`` in [-1, 1] asks for, and
+    whether to trade to it now.
+
+    Exposure 1 is a long whose initial margin is ``margin_usage`` of ``equity`` (USDT) at
+    ``leverage``, priced at ``close``; the target is truncated to whole lots. A trade is due
+    when the target differs from the held ``qty`` by at least ``rebalance_band`` of full
+    exposure, or when it closes or flips the position. The backtest kernel and the live
+    trader both size orders with it.
+    """
+    full_size = equity * leverage * margin_usage / close
+    target_qty = truncate_qty(target * full_size, lot) if full_size > 0 else 0.0
+    current = qty / full_size if full_size > 0 else 0.0
+    trade = target_qty != qty and (
+        abs(target - current) >= rebalance_band
+        or target_qty == 0.0
+        or (target_qty > 0) != (qty > 0)
+    )
+    return target_qty, trade
+
+
+@kernel
 def advance(
     bars: np.ndarray,
     params: np.ndarray,
@@ -130,13 +161,15 @@ def advance(
     close_t = bars[t, CLOSE]
     equity_before = ep[EP_EQUITY]
     qty = acct[QTY]
-    full_size = equity_before * acct[LEVERAGE] * settings[C_MARGIN_USAGE] / close_t
-    target_qty = truncate_qty(target * full_size, params[P_LOT]) if full_size > 0 else 0.0
-    current = qty / full_size if full_size > 0 else 0.0
-    trade = target_qty != qty and (
-        abs(target - current) >= settings[C_REBALANCE_BAND]
-        or target_qty == 0.0
-        or (target_qty > 0) != (qty > 0)
+    target_qty, trade = rebalance_order(
+        equity_before,
+        acct[LEVERAGE],
+        settings[C_MARGIN_USAGE],
+        settings[C_REBALANCE_BAND],
+        params[P_LOT],
+        close_t,
+        qty,
+        target,
     )
 
     open_j = bars[j, OPEN]

@@ -1,0 +1,99 @@
+"""Run one trader from a settings file: ``python -m serving.trader RUN_FILE.json``.
+
+The file holds a :class:`serving.trader.settings.RunFile`::
+
+    {"agent": "phemex-ppo-btc-5m:latest",
+     "base_url": "http://127.0.0.1:8080",          # the loopback exchange; omit for Phemex
+     "api_key": "paper-key", "secret": "paper-secret", "rate_limit": false,
+     "trader": {"mode": "paper", "account": "paper", "journal_url": "sqlite:///journal.sqlite",
+                "risk": {"max_drawdown": 0.2}}}
+
+Keys for testnet/live come from ``PHEMEX_API_KEY`` / ``PHEMEX_API_SECRET``. SIGTERM or
+Ctrl-C stops the loop after the bar in hand. Exit status: 0 stopped, 2 refused to trade,
+1 error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from serving.trader.settings import RunFile, load_run_file
+
+log = logging.getLogger("serving.trader")
+
+
+async def run_trader(run: RunFile) -> int:
+    """Build the client and the trader of ``run``, trade until stopped; the exit status."""
+    from agents.bundle import load_agent
+    from envs.client import API_KEY_ENV, API_SECRET_ENV, make_phemex_client
+    from serving.trader.trader import Trader, TraderRefused
+
+    agent = load_agent(run.agent)
+    if run.trader.mode != "paper" and run.base_url is None:
+        missing = [name for name in (API_KEY_ENV, API_SECRET_ENV) if not os.environ.get(name)]
+        if missing:
+            log.error("%s mode needs %s in the environment", run.trader.mode, " and ".join(missing))
+            return 2
+    client = make_phemex_client(
+        base_url=run.base_url,
+        testnet=run.testnet,
+        api_key=run.api_key,
+        secret=run.secret,
+        pro=True,
+        rate_limit=run.rate_limit,
+    )
+    try:
+        await client.load_markets()
+        trader = Trader(run.trader, agent, client)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(trader.stop()))
+        log.info(
+            "trading %s on %s (%s), journal %s",
+            agent.tag,
+            trader.symbol,
+            run.trader.mode,
+            trader.config()["trader"]["journal_url"],
+        )
+        try:
+            await trader.run()
+        except TraderRefused as exc:
+            log.error("refused to trade: %s", exc.reason)
+            return 2
+        finally:
+            trader.close()
+        log.info(
+            "stopped after %d bars: %s",
+            trader.status()["bars_seen"],
+            trader.status()["reason"] or "ok",
+        )
+        return 0
+    finally:
+        await client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.trader", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("run_file", help="JSON settings file (see serving.trader.settings.RunFile)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        run = load_run_file(args.run_file)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return asyncio.run(run_trader(run))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,369 @@
+"""Orders through ccxt, crash-safe: deterministic client ids, intent before the call, outcome
+after it, unknown outcomes settled by a query by client id, never resent.
+
+State of an order row in the journal:
+
+``sent``      the intent is journaled and the request is (about to be) on its way;
+``unknown``   the call failed without an answer (timeout, disconnect, 5xx): in flight;
+``open``      the exchange accepted it and it has not finished;
+``filled``, ``canceled``, ``rejected``: final, as the exchange reports them;
+``not_placed``: final: the exchange does not know the client id ``settle_grace_s`` after it
+              was sent, so the request never arrived.
+
+An order is sent at most once: a restart or a retry finds its row by client id and only
+ever *queries* it. Order state is followed over REST (``fetch_order`` by client id): ccxt
+4.5.90's ``watch_orders`` does not resolve for USDT perpetuals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import ccxt
+
+from envs.market import ContractSpec, step_decimals
+from serving.trader.events import EventLog
+from serving.trader.journal import IN_FLIGHT, Journal, now_ms
+from serving.trader.metrics import TraderMetrics
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID_PREFIX = "prl"
+REJECTIONS = (
+    ccxt.InsufficientFunds,
+    ccxt.InvalidOrder,
+    ccxt.BadRequest,
+    ccxt.BadSymbol,
+    ccxt.PermissionDenied,
+    ccxt.AuthenticationError,
+    ccxt.AccountSuspended,
+)
+"""Errors by which the exchange definitely refused an order (DuplicateOrderId excepted)."""
+KINDS = {"Trade": "trade", "Funding": "funding", "LiqTrade": "liquidation", "AdlTrade": "adl"}
+"""Phemex trade types -> journal fill kinds."""
+TRADES_PAGE = 200
+NOT_RETRIED = frozenset({"create_order", "cancel_order", "set_leverage"})
+"""Calls that change the account: never repeated blindly."""
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 0.1
+FOLLOW_POLL_S = 0.05
+
+
+def client_order_id(account: str, agent: str, bar_ms: int, intent: str) -> str:
+    """The order's client id: a hash of (account, agent, bar, intent), 35 characters
+    (Phemex allows 40). The same decision always gets the same id."""
+    key = f"{account}|{agent}|{bar_ms}|{intent}"
+    return CLIENT_ID_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class AccountSnapshot:
+    """The account as the exchange reports it. Money in USDT, quantities in contracts."""
+
+    wallet: float
+    qty: float
+    entry: float
+    mark: float | None
+    upnl: float
+    leverage: float | None
+    liquidation_price: float | None
+    margin: float | None
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+class Executor:
+    """Places, follows and settles the trader's orders on one symbol, journaling each step.
+
+    Args:
+        client: async ccxt Phemex client (owned by the caller).
+        journal, events, metrics: where everything is recorded.
+        account: account label; agent: model tag (both enter the client ids).
+        symbol: ccxt symbol; contract: lot and tick rules.
+        order_timeout_s: how long :meth:`place` follows an order before leaving it in flight.
+        settle_grace_s: see the module doc.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        journal: Journal,
+        events: EventLog,
+        metrics: TraderMetrics,
+        *,
+        account: str,
+        agent: str,
+        symbol: str,
+        contract: ContractSpec,
+        order_timeout_s: float,
+        settle_grace_s: float,
+    ) -> None:
+        self.client = client
+        self.journal = journal
+        self.events = events
+        self.metrics = metrics
+        self.account = account
+        self.agent = agent
+        self.symbol = symbol
+        self.contract = contract
+        self.order_timeout_s = order_timeout_s
+        self.settle_grace_s = settle_grace_s
+        self._decimals = step_decimals(contract.lot_size)
+        self.sent_times: list[float] = []
+        """Wall times (monotonic s) of the orders sent, for the orders-per-minute limit."""
+
+    # ---- exchange calls with bookkeeping
+    async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.<name>(...)``, counting failures and rate-limit hits.
+
+        Reads are retried on network errors (timeouts, 5xx, rate limits) with backoff;
+        orders never are (see the module doc).
+        """
+        attempts = 1 if name in NOT_RETRIED else READ_ATTEMPTS
+        for attempt in range(attempts):
+            try:
+                return await getattr(self.client, name)(*args, **kwargs)
+            except ccxt.RateLimitExceeded as exc:
+                self.metrics.rate_limit_hits.inc()
+                self.metrics.exchange_errors.labels(name, "RateLimitExceeded").inc()
+                if attempt == attempts - 1:
+                    raise
+                error: Exception = exc
+            except ccxt.NetworkError as exc:
+                self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
+                if attempt == attempts - 1:
+                    raise
+                error = exc
+            except Exception as exc:
+                self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
+                raise
+            delay = READ_BACKOFF_S * 2**attempt
+            log.info("%s failed (%s); retry in %.2f s", name, _reason(error), delay)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def snapshot(self) -> AccountSnapshot:
+        """Wallet and position of the symbol."""
+        balance = await self.call("fetch_balance")
+        positions = await self.call("fetch_positions", [self.symbol])
+        wallet = float((balance.get("USDT") or {}).get("total") or 0.0)
+        pos = next((p for p in positions if p.get("symbol") == self.symbol), None)
+        if pos is None or not pos.get("contracts"):
+            return AccountSnapshot(wallet, 0.0, 0.0, None, 0.0, None, None, None)
+        sign = 1.0 if pos.get("side") == "long" else -1.0
+        return AccountSnapshot(
+            wallet=wallet,
+            qty=round(sign * float(pos["contracts"]), self._decimals),
+            entry=float(pos.get("entryPrice") or 0.0),
+            mark=_float(pos.get("markPrice")),
+            upnl=float(pos.get("unrealizedPnl") or 0.0),
+            leverage=_float(pos.get("leverage")),
+            liquidation_price=_float(pos.get("liquidationPrice")),
+            margin=_float(pos.get("initialMargin") or pos.get("collateral")),
+        )
+
+    # ---- orders
+    def round_qty(self, qty: float) -> float:
+        """``qty`` on the lot grid, without float noise (ccxt truncates 0.00299999 to 0.002)."""
+        return round(round(qty / self.contract.lot_size) * self.contract.lot_size, self._decimals)
+
+    async def place(
+        self, bar_ms: int, intent: str, delta: float, *, reduce_only: bool
+    ) -> dict[str, Any]:
+        """Send a market order for signed ``delta`` contracts and follow it; returns its row.
+
+        An order this (bar, intent) already has is never sent again: its row is settled
+        and returned instead.
+        """
+        cid = client_order_id(self.account, self.agent, bar_ms, intent)
+        existing = self.journal.order(self.account, cid)
+        if existing is not None:
+            return await self.settle(existing)
+        qty = self.round_qty(abs(delta))
+        side = "buy" if delta > 0 else "sell"
+        now = now_ms()
+        row = {
+            "account": self.account,
+            "client_id": cid,
+            "bar_ms": bar_ms,
+            "intent": intent,
+            "symbol": self.symbol,
+            "side": side,
+            "qty": qty,
+            "ord_type": "market",
+            "reduce_only": reduce_only,
+            "status": "sent",
+            "filled": 0.0,
+            "reason": "",
+            "sends": 1,
+            "external": False,
+            "created_ms": now,
+            "sent_ms": now,
+            "updated_ms": now,
+        }
+        self.journal.insert_order(row)  # the intent, committed before the exchange call
+        self.sent_times.append(time.monotonic())
+        params: dict[str, Any] = {"clientOrderId": cid}
+        if reduce_only:
+            params["reduceOnly"] = True
+        try:
+            order = await self.call("create_order", self.symbol, "market", side, qty, None, params)
+        except ccxt.DuplicateOrderId as exc:  # it exists: learn its state by query
+            row = self._update(cid, status="unknown", reason=_reason(exc))
+            return await self.settle(row)
+        except REJECTIONS as exc:
+            reason = _reason(exc)
+            self.metrics.rejects.labels(type(exc).__name__).inc()
+            self.metrics.orders.labels(side, "rejected").inc()
+            row = self._update(cid, status="rejected", reason=reason)
+            self.events.emit("order", _order_event(row))
+            return row
+        except Exception as exc:  # no answer: the order may or may not exist
+            row = self._update(cid, status="unknown", reason=_reason(exc))
+            self.metrics.orders.labels(side, "unknown").inc()
+            self.events.emit("order", _order_event(row))
+            log.warning("order %s: outcome unknown (%s); it stays in flight", cid, row["reason"])
+            return row
+        row = self._apply(cid, order)
+        self.metrics.orders.labels(side, row["status"]).inc()
+        self.events.emit("order", _order_event(row))
+        return await self.follow(row)
+
+    async def follow(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Poll an open order by client id until it is final or ``order_timeout_s`` passes."""
+        deadline = time.monotonic() + self.order_timeout_s
+        while row["status"] in IN_FLIGHT and time.monotonic() < deadline:
+            await asyncio.sleep(FOLLOW_POLL_S)
+            row = await self.settle(row)
+        return row
+
+    async def settle(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Query an in-flight order by client id and journal what the exchange says."""
+        if row["status"] not in IN_FLIGHT:
+            return row
+        cid = row["client_id"]
+        try:
+            order = await self.call("fetch_order", None, self.symbol, {"clientOrderId": cid})
+        except ccxt.OrderNotFound:
+            sent = row.get("sent_ms") or row["created_ms"]
+            if now_ms() - sent < self.settle_grace_s * 1000:
+                return row
+            row = self._update(
+                cid, status="not_placed", reason="the exchange does not know this client id"
+            )
+            self.events.emit("order", _order_event(row))
+            return row
+        except Exception as exc:
+            log.warning("order %s: query failed (%s); still in flight", cid, _reason(exc))
+            return row
+        before = row["status"]
+        row = self._apply(cid, order)
+        if row["status"] != before:
+            self.events.emit("order", _order_event(row))
+        return row
+
+    async def settle_all(self) -> list[dict[str, Any]]:
+        """Settle every in-flight order of the journal; returns those still in flight."""
+        pending = []
+        for row in self.journal.orders(self.account, statuses=IN_FLIGHT):
+            row = await self.settle(row)
+            if row["status"] in IN_FLIGHT:
+                pending.append(row)
+        return pending
+
+    async def cancel(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Cancel one of our open orders by client id (journaled), then settle it."""
+        try:
+            await self.call("cancel_order", None, self.symbol, {"clientOrderId": row["client_id"]})
+        except ccxt.OrderNotFound:
+            pass
+        except Exception as exc:
+            log.warning("cancel %s failed: %s", row["client_id"], _reason(exc))
+        return await self.settle(row)
+
+    def _apply(self, cid: str, order: dict[str, Any]) -> dict[str, Any]:
+        status = order.get("status")
+        filled = float(order.get("filled") or 0.0)
+        mapped = {
+            "open": "open",
+            "closed": "filled",
+            "canceled": "canceled",
+            "expired": "canceled",
+            "rejected": "rejected",
+        }.get(status or "", "open")
+        if (
+            mapped == "canceled"
+            and filled <= 0
+            and order.get("info", {}).get("ordStatus") == "Rejected"
+        ):
+            mapped = "rejected"
+        values: dict[str, Any] = {"status": mapped, "filled": filled}
+        if order.get("id"):
+            values["exchange_id"] = str(order["id"])
+            self.journal.link_fills(self.account, str(order["id"]), cid)
+        if order.get("average"):
+            values["avg_price"] = float(order["average"])
+        return self._update(cid, **values)
+
+    def _update(self, cid: str, **values: Any) -> dict[str, Any]:
+        self.journal.update_order(self.account, cid, **values)
+        row = self.journal.order(self.account, cid)
+        assert row is not None
+        return row
+
+    # ---- fills
+    async def sync_fills(self, since_ms: int | None) -> list[dict[str, Any]]:
+        """Journal the executions since ``since_ms`` (None: the newest page) not journaled yet;
+        returns the new ones, oldest first."""
+        ours = self.journal.order_ids(self.account)
+        rows: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            params = {"offset": offset}
+            page = await self.call("fetch_my_trades", self.symbol, since_ms, TRADES_PAGE, params)
+            rows += [self._fill_row(t, ours) for t in page]
+            offset += len(page)
+            if len(page) < TRADES_PAGE or since_ms is None:
+                break
+        rows.sort(key=lambda r: (r["time_ms"], r["exec_id"]))
+        new = self.journal.add_fills(rows)
+        for fill in new:
+            self.events.emit("fill", {k: v for k, v in fill.items() if k != "account"})
+        return new
+
+    def _fill_row(self, trade: dict[str, Any], ours: dict[str, str]) -> dict[str, Any]:
+        info = trade.get("info") or {}
+        order_id = str(trade.get("order") or info.get("orderID") or "") or None
+        client_id = ours.get(order_id or "")
+        fee = trade.get("fee") or {}
+        return {
+            "account": self.account,
+            "exec_id": str(trade.get("id") or info.get("execId")),
+            "kind": KINDS.get(info.get("tradeType", "Trade"), "trade"),
+            "exchange_order_id": order_id,
+            "client_id": client_id,
+            "side": trade.get("side") or "",
+            "qty": float(trade.get("amount") or 0.0),
+            "price": float(trade.get("price") or 0.0),
+            "fee": float(info.get("execFeeRv") or fee.get("cost") or 0.0),
+            "time_ms": int(trade.get("timestamp") or info.get("createdAt") or 0),
+            "external": client_id is None and info.get("tradeType", "Trade") == "Trade",
+        }
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _order_event(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "account"}

@@ -1,0 +1,1000 @@
+"""The trading loop of one exported agent on one account.
+
+Each closed bar goes through the agent's own pipeline and the environment's own rules::
+
+    bar -> settle orders in flight, journal new fills -> read the account (wallet, position)
+        -> equity at the bar's close -> equity limits (daily loss, drawdown)
+        -> features (the bundle's fitted pipeline on a rolling buffer) -> observation
+           (envs.replay.write_observation, as the env builds it) -> policy (deterministic)
+        -> target exposure -> envs.replay.rebalance_order (the env's sizing rule)
+        -> risk checks -> market order through ccxt (envs.client) -> journal + events
+
+Start-up takes the account's lease in the journal (one loop per account) and reconciles the
+journal with the exchange before the first order; a trader that cannot reconcile does not
+trade (:class:`TraderRefused`). See :mod:`serving.trader.execution` for how orders survive
+crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import ccxt
+import numpy as np
+
+from envs import account as acc
+from envs import replay
+from envs.data.market_data import timeframe_to_ms
+from envs.streams.base import Bar, BarStream, bars_to_market
+from envs.trading_env import EnvLayout
+from serving.trader.drift import DriftMonitor
+from serving.trader.events import EventLog, json_safe
+from serving.trader.execution import AccountSnapshot, Executor
+from serving.trader.journal import IN_FLIGHT, Journal, LeaseHeld, now_ms
+from serving.trader.metrics import TraderMetrics
+from serving.trader.risk import HALTED, KILLED, PAUSED, RUNNING, RiskManager, RiskState, Trigger
+from serving.trader.settings import TraderSettings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from agents.bundle import LoadedAgent
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("starting", "reconciling", RUNNING, PAUSED, HALTED, KILLED, "stopped", "refused")
+STARTUP_SETTLE_TRIES = 5
+"""Start-up queries of orders whose outcome is unknown before refusing to trade."""
+
+
+class TraderRefused(RuntimeError):
+    """The trader must not trade (lease held elsewhere, reconciliation failed, ...)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ControlRefused(RuntimeError):
+    """A control request that cannot be honoured now (e.g. resume during the cooldown)."""
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when ``holder`` (``host/pid<N>/nonce``) is a process of this host that is gone."""
+    try:
+        host, pid_text, _ = holder.split("/")
+        pid = int(pid_text.removeprefix("pid"))
+    except ValueError:
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Trader:
+    """Trades one exported agent on one account (see the module doc).
+
+    Args:
+        settings: account, market, journal, limits.
+        agent: the exported agent (:func:`agents.bundle.load_agent`).
+        client: async ccxt Phemex client (``make_phemex_client(pro=True, ...)``), built and
+            owned (closed) by the caller; its markets must be loaded.
+        stream: closed bars; None follows the exchange with a
+            :class:`~envs.streams.live.CcxtBarStream` on ``client``.
+
+    Attributes:
+        events: the event log (resumable by id).
+        metrics: the Prometheus registry of this trader.
+        journal: the journal.
+    """
+
+    def __init__(
+        self,
+        settings: TraderSettings,
+        agent: LoadedAgent,
+        client: Any,
+        stream: BarStream | None = None,
+    ) -> None:
+        self.settings = settings
+        self.agent = agent
+        self.client = client
+        self.symbol = settings.symbol or agent.manifest.get("symbol") or agent.env_config.symbol
+        self.timeframe = (
+            settings.timeframe or agent.manifest.get("timeframe") or agent.env_config.timeframe
+        )
+        self.timeframe_ms = timeframe_to_ms(self.timeframe)
+        self.bar_interval_s = settings.bar_interval_s or self.timeframe_ms / 1000
+        self.layout = EnvLayout(agent.env_config, agent.contract)
+        self.layout.set_features(agent.pipeline.columns)
+        self.contract = self.layout.contract
+        self.account = settings.account
+        self.journal = Journal(settings.journal_url)
+        self.events = EventLog(self.journal, self.account)
+        self._metrics = TraderMetrics()
+        self.metrics: CollectorRegistry = self._metrics.registry
+        self.holder = f"{socket.gethostname()}/pid{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.executor = Executor(
+            client,
+            self.journal,
+            self.events,
+            self._metrics,
+            account=self.account,
+            agent=agent.tag,
+            symbol=self.symbol,
+            contract=self.contract,
+            order_timeout_s=settings.order_timeout_s,
+            settle_grace_s=settings.settle_grace_s,
+        )
+        self.risk_manager = RiskManager(
+            settings.risk,
+            RiskState.from_dict(self.journal.get_state(self.account, "risk")),
+            self.contract.lot_size,
+        )
+        self.drift_monitor = DriftMonitor(
+            agent.feature_stats, agent.pipeline.columns, settings.risk.drift_window_bars
+        )
+        self.buffer_bars = agent.pipeline.warmup_bars(self.timeframe) + agent.env_config.window - 1
+        self._stream = stream
+        self._bars: deque[Bar] = deque(maxlen=self.buffer_bars)
+        self._status = "starting"
+        self._reason = ""
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._reconciled = False
+        self._holding_lease = False
+        self._lease_renewed = 0.0
+        self._last_reconcile = 0.0
+        self._last_bar_wall: float | None = None
+        self._loop_started: float | None = None
+        self._snapshot: AccountSnapshot | None = None
+        self._equity: float | None = None
+        self._bars_seen = 0
+        self._drift_alarm = False
+        self._error_bars = 0
+        self._policy_state: Any = None
+        self._started_ms = now_ms()
+        self._obs = np.zeros(self.layout.obs_size, dtype=np.float32)
+
+    # ------------------------------------------------------------------ running
+    async def run(self) -> None:
+        """Lease -> reconcile -> loop; returns after :meth:`stop` or ``max_bars`` bars.
+
+        Raises:
+            TraderRefused: it must not trade (lease held by another instance, the
+                exchange unreachable at start-up, a journal/exchange difference it cannot
+                resolve); :meth:`status` gives the reason too.
+        """
+        try:
+            self._acquire_lease()
+            if self.settings.set_leverage:
+                try:
+                    await self.executor.call(
+                        "set_leverage", self.agent.env_config.leverage, self.symbol
+                    )
+                except Exception as exc:
+                    raise TraderRefused(f"could not set leverage on the exchange: {exc}") from exc
+            self._set_status("reconciling", "")
+            ok, reason = await self.reconcile(startup=True)
+            if not ok:
+                raise TraderRefused(f"reconciliation failed: {reason}")
+            self._reconciled = True
+            stream = self._stream
+            if stream is None:
+                from envs.streams.live import CcxtBarStream
+
+                stream = CcxtBarStream(self.client, self.symbol, self.timeframe)
+            self._bars.extend(await stream.history(self.buffer_bars))
+            self._set_status(self.risk_manager.state.state, self.risk_manager.state.reason)
+            await self._loop(stream)
+        except TraderRefused as exc:
+            self._set_status("refused", exc.reason)
+            raise
+        finally:
+            if self._holding_lease:
+                with contextlib.suppress(Exception):
+                    self.journal.release_lease(self.account, self.holder)
+                self._holding_lease = False
+            if self._status != "refused":
+                self._set_status("stopped", self._reason)
+
+    async def stop(self) -> None:
+        """Ask the loop to stop after the bar it is handling; :meth:`run` then returns."""
+        self._stop.set()
+
+    async def _loop(self, stream: BarStream) -> None:
+        self._loop_started = time.monotonic()
+        self._last_reconcile = time.monotonic()
+        pending_bar: asyncio.Future | None = None
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                if self.settings.max_bars is not None and self._bars_seen >= self.settings.max_bars:
+                    break
+                if pending_bar is None:
+                    pending_bar = asyncio.ensure_future(anext(stream))
+                timeout = max(
+                    min(self._next_reconcile_in(), self._next_renewal_in()),
+                    0.0,
+                )
+                done, _ = await asyncio.wait(
+                    {pending_bar, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                self._renew_lease_if_due()
+                if pending_bar in done:
+                    task, pending_bar = pending_bar, None
+                    try:
+                        bar = task.result()
+                    except StopAsyncIteration:
+                        break
+                    await self._on_bar(bar)
+                if self._stop.is_set():
+                    break
+                if self._next_reconcile_in() <= 0:
+                    await self._periodic_reconcile()
+        finally:
+            stopping.cancel()
+            if pending_bar is not None:
+                pending_bar.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending_bar
+
+    # ------------------------------------------------------------------ one bar
+    async def _on_bar(self, bar: Bar) -> None:
+        async with self._lock:
+            started = time.perf_counter()
+            self._last_bar_wall = time.monotonic()
+            self._bars_seen += 1
+            self._bars.append(bar)
+            self.risk_manager.on_bar()
+            self._metrics.bars.inc()
+            self.journal.record_bar(self.account, bar)
+            self.events.emit("bar", _bar_dict(bar))
+            try:
+                decision = await self._decide_and_trade(bar, started)
+                self._error_bars = 0
+            except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
+                decision = await self._failed_bar(bar, exc)
+            self._persist_risk()
+            latency = time.perf_counter() - started
+            self._metrics.loop_latency.observe(latency)
+            self.journal.update_decision(self.account, bar.timestamp, latency_ms=latency * 1000)
+            decision["latency_ms"] = latency * 1000
+            self.events.emit("decision", _brief(decision))
+
+    async def _decide_and_trade(self, bar: Bar, started: float) -> dict[str, Any]:
+        ex = self.executor
+        pending = await ex.settle_all()
+        await self._sync_fills()
+        snap = await ex.snapshot()
+        self._snapshot = snap
+        # Equity at the bar's close, as the env marks it: a funding settlement at that very
+        # instant (the next bar's open) belongs to the next step, so it is added back.
+        close_ms = bar.timestamp + self.timeframe_ms
+        wallet = snap.wallet + self.journal.funding_since(self.account, close_ms)
+        state = self._account_vector(dataclasses.replace(snap, wallet=wallet))
+        equity = float(acc.equity(state, bar.close))
+        self._equity = equity
+        self._metrics.equity.set(equity)
+        self._metrics.position.set(snap.qty)
+        self.journal.record_equity(
+            {
+                "account": self.account,
+                "bar_ms": bar.timestamp,
+                "time_ms": now_ms(),
+                "equity": equity,
+                "wallet": wallet,
+                "upnl": equity - wallet,
+                "position": snap.qty,
+                "entry": snap.entry,
+                "price": bar.close,
+            }
+        )
+        for trigger in self.risk_manager.on_equity(bar.timestamp, equity):
+            await self._trigger(trigger, bar)
+        if self.risk_manager.state.flatten_pending and not pending and snap.qty:
+            await self._flatten()  # a halt's earlier flatten did not complete: again
+
+        decision: dict[str, Any] = {
+            "account": self.account,
+            "bar_ms": bar.timestamp,
+            "time_ms": now_ms(),
+            "model_tag": self.agent.tag,
+            "config_hash": self.settings.config_hash,
+            "position": snap.qty,
+            "equity": equity,
+            "price": bar.close,
+            "verdict": "",
+            "reason": "",
+            "orders": [],
+        }
+        observed = self._observe(state, equity)
+        if observed is None:
+            decision.update(verdict="warmup", reason=f"{len(self._bars)} bars: features not ready")
+            self.journal.record_decision(decision)
+            return decision
+        features, obs = observed
+        action, self._policy_state = self.agent.predict(
+            obs, state=self._policy_state, deterministic=True
+        )
+        target = float(self.layout.target_exposure(action))
+        target_qty, trade = replay.rebalance_order(
+            equity,
+            state[acc.LEVERAGE],
+            self.layout.settings[replay.C_MARGIN_USAGE],
+            self.layout.settings[replay.C_REBALANCE_BAND],
+            self.contract.lot_size,
+            bar.close,
+            snap.qty,
+            target,
+        )
+        target_qty = float(target_qty)
+        decision.update(
+            obs_hash=hashlib.sha256(obs.tobytes()).hexdigest()[:16],
+            features=json_safe(
+                dict(zip(self.agent.pipeline.columns, features.tolist(), strict=True))
+            ),
+            action=json_safe(np.asarray(action).reshape(-1).tolist()),
+            target=target,
+            target_qty=target_qty,
+        )
+        await self._check_drift(features, bar)
+
+        risk_state = self.risk_manager.state
+        order_qty: float | None = None
+        if risk_state.state != RUNNING:
+            decision.update(verdict=risk_state.state, reason=risk_state.reason)
+        elif pending:
+            oldest = min(p["bar_ms"] or bar.timestamp for p in pending)
+            decision.update(
+                verdict="held",
+                reason=f"order {pending[0]['client_id']} ({pending[0]['status']}) still in flight",
+            )
+            if (
+                bar.timestamp - oldest
+            ) / self.timeframe_ms >= self.settings.risk.max_unsettled_bars:
+                await self._trigger(
+                    Trigger(
+                        "unsettled_order",
+                        f"order {pending[0]['client_id']} unsettled for "
+                        f"{(bar.timestamp - oldest) // self.timeframe_ms} bars",
+                        halt=True,
+                    ),
+                    bar,
+                    flatten=False,
+                )
+        elif not trade:
+            decision.update(verdict="no_trade")
+        else:
+            verdict = self.risk_manager.check_order(
+                target_qty=target_qty,
+                qty=snap.qty,
+                price=bar.close,
+                equity=equity,
+                orders_last_minute=self._orders_last_minute(),
+                stale_reason=self._stale_reason(bar),
+                last_price=await self._last_price(),
+            )
+            decision.update(verdict=verdict.verdict, reason=verdict.reason)
+            if verdict.verdict == "refused":
+                self._metrics.rejects.labels("risk").inc()
+                self.events.emit(
+                    "risk",
+                    {"kind": "order_refused", "reason": verdict.reason, "bar_ms": bar.timestamp},
+                )
+            else:
+                order_qty = verdict.target_qty
+        self.journal.record_decision(decision)  # the decision, before any order is sent
+
+        if order_qty is not None:
+            delta = ex.round_qty(order_qty - snap.qty)
+            if delta != 0:
+                reduces = abs(order_qty) <= abs(snap.qty) and order_qty * snap.qty >= 0
+                row = await ex.place(bar.timestamp, "rebalance", delta, reduce_only=reduces)
+                if row["status"] not in ("sent", "unknown"):
+                    self._metrics.bar_to_order.observe(time.perf_counter() - started)
+                decision["orders"] = [row["client_id"]]
+                self.journal.update_decision(self.account, bar.timestamp, orders=decision["orders"])
+                if row["status"] == "filled":
+                    await self._sync_fills()
+        return decision
+
+    async def _failed_bar(self, bar: Bar, exc: Exception) -> dict[str, Any]:
+        """Journal a bar the exchange did not let us handle; halt after too many in a row."""
+        self._error_bars += 1
+        reason = f"exchange error: {type(exc).__name__}: {exc}"[:500]
+        log.warning("bar %s: %s", bar.timestamp, reason)
+        decision = {
+            "account": self.account,
+            "bar_ms": bar.timestamp,
+            "time_ms": now_ms(),
+            "model_tag": self.agent.tag,
+            "config_hash": self.settings.config_hash,
+            "price": bar.close,
+            "verdict": "error",
+            "reason": reason,
+            "orders": [],
+        }
+        existing = self.journal.decision(self.account, bar.timestamp)
+        if existing is not None:  # the decision was journaled before the failure: keep it
+            self.journal.update_decision(
+                self.account, bar.timestamp, reason=(existing["reason"] + "; " + reason)[:2000]
+            )
+            decision = {**existing, "reason": existing["reason"] + "; " + reason}
+        else:
+            self.journal.record_decision(decision)
+        limit = self.settings.max_error_bars
+        if self._error_bars >= limit and self.risk_manager.trading:
+            await self._trigger(
+                Trigger(
+                    "exchange_errors",
+                    f"{self._error_bars} bars in a row failed; last: {reason}",
+                    halt=True,
+                ),
+                bar,
+                flatten=False,
+            )
+        return decision
+
+    def _account_vector(self, snap: AccountSnapshot) -> np.ndarray:
+        """The account as the env's kernels see it (wallet, position, entry, leverage)."""
+        state = acc.new_account_state(snap.wallet, self.agent.env_config.leverage)
+        state[acc.QTY] = snap.qty
+        state[acc.ENTRY] = snap.entry if snap.qty else 0.0
+        return state
+
+    def _observe(self, state: np.ndarray, equity: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(latest feature row, observation) as the env builds them; None while warming up."""
+        market = bars_to_market(list(self._bars), self.symbol, self.timeframe, source="stream")
+        matrix = self.agent.pipeline.transform(market)
+        n = len(self._bars)
+        if n == 0 or matrix.valid_from > n - self.agent.env_config.window:
+            return None
+        episode = np.zeros(replay.EPISODE_STATE_SIZE, dtype=np.float64)
+        episode[replay.EP_T] = n - 1
+        episode[replay.EP_EQUITY] = equity
+        replay.write_observation(
+            np.ascontiguousarray(matrix.values, dtype=np.float32).reshape(-1),
+            replay.pack_bars(market),
+            self.layout.params,
+            self.layout.settings,
+            state,
+            episode,
+            self._obs,
+        )
+        return matrix.values[-1].astype(np.float64), self._obs.copy()
+
+    async def _check_drift(self, features: np.ndarray, bar: Bar) -> None:
+        score = self.drift_monitor.update(features)
+        if score is None:
+            return
+        self._metrics.drift.set(score if np.isfinite(score) else 1e9)
+        if self.drift_monitor.scores is not None:
+            for name, value in zip(
+                self.drift_monitor.names, self.drift_monitor.scores, strict=True
+            ):
+                self._metrics.feature_drift.labels(name).set(value if np.isfinite(value) else 1e9)
+        limits = self.settings.risk
+        above = limits.drift_threshold is not None and score > limits.drift_threshold
+        if above and not self._drift_alarm:
+            worst = self.drift_monitor.report()["features"][0]
+            await self._trigger(
+                Trigger(
+                    "drift",
+                    f"feature drift {score:.2f} (worst: {worst['name']}, live mean "
+                    f"{worst['live_mean']:.3g} vs training {worst['train_mean']:.3g} ± "
+                    f"{worst['train_std']:.3g}); drift_threshold is {limits.drift_threshold}",
+                    halt=limits.drift_action == "halt",
+                ),
+                bar,
+            )
+        self._drift_alarm = above
+
+    # ------------------------------------------------------------------ risk actions
+    async def _trigger(self, trigger: Trigger, bar: Bar | None, flatten: bool = True) -> None:
+        """Journal and emit a risk trigger; halt (and flatten) when it says so."""
+        self._metrics.risk_events.labels(trigger.kind).inc()
+        self.events.emit(
+            "risk",
+            {
+                "kind": trigger.kind,
+                "reason": trigger.reason,
+                "halt": trigger.halt,
+                "bar_ms": bar.timestamp if bar else None,
+            },
+        )
+        log.warning("risk %s: %s", trigger.kind, trigger.reason)
+        if trigger.halt and self.risk_manager.state.state not in (HALTED, KILLED):
+            self.risk_manager.halt(HALTED, f"{trigger.kind}: {trigger.reason}")
+            self._set_status(HALTED, self.risk_manager.state.reason)
+            self._persist_risk()
+            if flatten:
+                self.risk_manager.state.flatten_pending = True
+                self._persist_risk()
+                await self._flatten()
+
+    async def _flatten(self) -> dict[str, Any] | None:
+        """Cancel our open orders and close the position with a reduce-only market order."""
+        ex = self.executor
+        for row in self.journal.orders(self.account, statuses=IN_FLIGHT):
+            await ex.cancel(row)
+        snap = await ex.snapshot()
+        self._snapshot = snap
+        if snap.qty == 0:
+            self._flattened()
+            return None
+        flattens = int(self.journal.get_state(self.account, "flattens", 0)) + 1
+        self.journal.set_state(self.account, "flattens", flattens)
+        bar_ms = self._bars[-1].timestamp if self._bars else 0
+        row = await ex.place(bar_ms, f"flatten{flattens}", -snap.qty, reduce_only=True)
+        await self._sync_fills()
+        if row["status"] == "filled" and row["filled"] >= abs(snap.qty):
+            self._flattened()
+        return row
+
+    def _flattened(self) -> None:
+        if self.risk_manager.state.flatten_pending:
+            self.risk_manager.state.flatten_pending = False
+            self._persist_risk()
+
+    # ------------------------------------------------------------------ reconciliation
+    async def reconcile(self, startup: bool = False) -> tuple[bool, str]:
+        """Compare the journal with the exchange (orders in flight, open orders, fills,
+        position, balance), resolve what can be, journal the result; (ok, reason)."""
+        mismatches: list[dict[str, Any]] = []
+        summary: dict[str, Any] = {"startup": startup}
+        ok, reason = True, ""
+        ex = self.executor
+        try:
+            before = {
+                r["client_id"]: r["status"] for r in self.journal.orders(self.account, IN_FLIGHT)
+            }
+            pending = await ex.settle_all()
+            tries = 1
+            while startup and any(p["status"] in ("sent", "unknown") for p in pending):
+                if tries >= STARTUP_SETTLE_TRIES:
+                    break
+                await asyncio.sleep(self.settings.settle_grace_s / (STARTUP_SETTLE_TRIES - 1))
+                pending = await ex.settle_all()
+                tries += 1
+            for cid, status in before.items():
+                row = self.journal.order(self.account, cid)
+                if row and row["status"] != status:
+                    mismatches.append(
+                        {
+                            "kind": "order_settled",
+                            "client_id": cid,
+                            "was": status,
+                            "now": row["status"],
+                        }
+                    )
+            unknown = [p for p in pending if p["status"] in ("sent", "unknown")]
+            if unknown:
+                ok = False
+                reason = (
+                    f"order {unknown[0]['client_id']} has an unknown outcome and the exchange "
+                    "cannot be asked about it"
+                )
+            open_orders = await ex.call("fetch_open_orders", self.symbol)
+            for order in open_orders:
+                cid = order.get("clientOrderId") or ""
+                if cid and self.journal.order(self.account, cid) is not None:
+                    continue
+                key = cid or f"ext-{order.get('id')}"
+                inserted = self.journal.insert_order(
+                    {
+                        "account": self.account,
+                        "client_id": key[:64],
+                        "bar_ms": None,
+                        "intent": "external",
+                        "symbol": self.symbol,
+                        "side": order.get("side") or "",
+                        "qty": float(order.get("amount") or 0.0),
+                        "ord_type": order.get("type") or "",
+                        "reduce_only": bool(order.get("reduceOnly")),
+                        "status": "open",
+                        "exchange_id": str(order.get("id")),
+                        "filled": float(order.get("filled") or 0.0),
+                        "reason": "placed outside this trader: left alone",
+                        "sends": 0,
+                        "external": True,
+                        "created_ms": now_ms(),
+                        "updated_ms": now_ms(),
+                    }
+                )
+                if inserted:
+                    mismatches.append(
+                        {"kind": "external_order", "client_id": key, "id": order.get("id")}
+                    )
+                    self.events.emit(
+                        "risk",
+                        {
+                            "kind": "external_order",
+                            "reason": f"order {order.get('id')} ({cid or 'no client id'}) was not placed by this trader; left alone",
+                        },
+                    )
+            new_fills = await self._sync_fills()
+            if new_fills and not startup:
+                mismatches.append({"kind": "fills_imported", "count": len(new_fills)})
+            snap = await ex.snapshot()
+            self._snapshot = snap
+            journal_qty = self.journal.fill_position(self.account)
+            baseline = self.journal.get_state(self.account, "baseline_qty")
+            if baseline is None:
+                baseline = round(snap.qty - journal_qty, 12)
+                self.journal.set_state(self.account, "baseline_qty", baseline)
+                if baseline:
+                    mismatches.append({"kind": "position_adopted", "qty": baseline})
+            expected = ex.round_qty(baseline + journal_qty)
+            summary.update(
+                exchange_position=snap.qty,
+                journal_position=expected,
+                wallet=snap.wallet,
+                open_orders=len(open_orders),
+                in_flight=len(pending),
+            )
+            if abs(expected - snap.qty) > self.contract.lot_size / 2:
+                ok = False
+                reason = (
+                    f"position on the exchange is {snap.qty}, the journal's fills give {expected}"
+                )
+                mismatches.append({"kind": "position", "exchange": snap.qty, "journal": expected})
+        except Exception as exc:
+            ok = False
+            reason = f"exchange unreachable: {type(exc).__name__}: {exc}"[:500]
+        for m in mismatches:
+            self._metrics.reconciliation_mismatches.labels(m["kind"]).inc()
+        self._metrics.reconciliations.labels(str(ok).lower()).inc()
+        self.journal.record_reconciliation(
+            self.account, ok, json_safe(mismatches), json_safe(summary)
+        )
+        self.events.emit(
+            "status",
+            {"kind": "reconciliation", "ok": ok, "reason": reason, "mismatches": mismatches},
+        )
+        self._last_reconcile = time.monotonic()
+        return ok, reason
+
+    async def _periodic_reconcile(self) -> None:
+        async with self._lock:
+            ok, reason = await self.reconcile()
+            if not ok:
+                await self._trigger(
+                    Trigger("reconciliation", reason, halt=True), None, flatten=False
+                )
+
+    async def _sync_fills(self) -> list[dict[str, Any]]:
+        return await self.executor.sync_fills(self.journal.last_fill_ms(self.account))
+
+    # ------------------------------------------------------------------ lease
+    def _acquire_lease(self) -> None:
+        try:
+            self.journal.acquire_lease(
+                self.account, self.holder, self.settings.lease_ttl_s, is_dead=_holder_is_dead
+            )
+        except LeaseHeld as exc:
+            raise TraderRefused(str(exc)) from exc
+        self._holding_lease = True
+        self._lease_renewed = time.monotonic()
+
+    def _next_renewal_in(self) -> float:
+        return self._lease_renewed + self.settings.lease_ttl_s / 3 - time.monotonic()
+
+    def _renew_lease_if_due(self) -> None:
+        if self._next_renewal_in() > 0:
+            return
+        try:
+            self._acquire_lease()
+        except TraderRefused as exc:
+            self._holding_lease = False
+            self.risk_manager.halt(HALTED, f"lost the lease: {exc.reason}")
+            self._stop.set()
+            self._reason = exc.reason
+            self.events.emit("risk", {"kind": "lease_lost", "reason": exc.reason, "halt": True})
+
+    def _next_reconcile_in(self) -> float:
+        return self._last_reconcile + self.settings.reconcile_every_s - time.monotonic()
+
+    # ------------------------------------------------------------------ helpers
+    def _orders_last_minute(self) -> int:
+        cutoff = time.monotonic() - 60.0
+        times = self.executor.sent_times
+        while times and times[0] < cutoff:
+            times.pop(0)
+        return len(times)
+
+    def _stale_reason(self, bar: Bar) -> str:
+        """Why ``bar`` is too old to add risk on ("" when fresh); real-time markets only (a
+        replay's market time is not the machine's)."""
+        if self.settings.bar_interval_s is not None:
+            return ""
+        age_ms = now_ms() - (bar.timestamp + self.timeframe_ms)
+        limit = self.settings.risk.stale_after_bars * self.timeframe_ms
+        if age_ms > limit:
+            return f"bar {bar.timestamp} closed {age_ms / 1000:.0f} s ago; stale_after_bars is {self.settings.risk.stale_after_bars}"
+        return ""
+
+    async def _last_price(self) -> float | None:
+        if self.settings.risk.price_band is None:
+            return None
+        ticker = await self.executor.call("fetch_ticker", self.symbol)
+        return float(ticker["last"]) if ticker.get("last") is not None else None
+
+    def _persist_risk(self) -> None:
+        self.journal.set_state(self.account, "risk", self.risk_manager.state.to_dict())
+        self._metrics.halted.set(0 if self.risk_manager.trading else 1)
+
+    def _set_status(self, status: str, reason: str) -> None:
+        if status == self._status and reason == self._reason:
+            return
+        self._status, self._reason = status, reason
+        self.events.emit("status", {"state": status, "reason": reason})
+        self._metrics.halted.set(0 if status == RUNNING else 1)
+
+    # ------------------------------------------------------------------ control
+    async def pause(self, reason: str) -> None:
+        """Stop placing orders (the position is kept) until :meth:`resume`."""
+        async with self._lock:
+            if self.risk_manager.state.state != RUNNING:
+                raise ControlRefused(f"cannot pause: the trader is {self.risk_manager.state.state}")
+            self.risk_manager.state.state = PAUSED
+            self.risk_manager.state.reason = reason or "paused by the operator"
+            self._persist_risk()
+            self.events.emit("risk", {"kind": "pause", "reason": self.risk_manager.state.reason})
+            self._set_status(PAUSED, self.risk_manager.state.reason)
+
+    async def resume(self) -> None:
+        """Trade again after a pause, a halt (once the cooldown has passed) or a kill.
+
+        Raises:
+            ControlRefused: the cooldown after a halt has not passed yet.
+        """
+        async with self._lock:
+            left = self.risk_manager.cooldown_left()
+            if left:
+                raise ControlRefused(f"cooldown: {left} more bar(s) before trading may resume")
+            was = self.risk_manager.state.state
+            self.risk_manager.resume()
+            self._persist_risk()
+            self.events.emit("risk", {"kind": "resume", "reason": f"resumed from {was}"})
+            self._set_status(RUNNING, "")
+
+    async def kill(self, reason: str) -> None:
+        """Kill switch: cancel our open orders, flatten (reduce-only) and halt until
+        :meth:`resume`."""
+        async with self._lock:
+            reason = reason or "kill switch"
+            self.risk_manager.halt(KILLED, reason)
+            self.risk_manager.state.flatten_pending = True
+            self._persist_risk()
+            self._metrics.risk_events.labels("kill").inc()
+            self.events.emit("risk", {"kind": "kill", "reason": reason, "halt": True})
+            self._set_status(KILLED, reason)
+            await self._flatten()
+
+    # ------------------------------------------------------------------ health
+    def live(self) -> bool:
+        """False once the trader has stopped or refused to trade."""
+        return self._status not in ("stopped", "refused")
+
+    def ready(self) -> tuple[bool, str]:
+        """True only after reconciliation and while bars are fresh."""
+        if not self._reconciled:
+            return (
+                False,
+                f"not reconciled yet ({self._status}{': ' + self._reason if self._reason else ''})",
+            )
+        if self._status in ("stopped", "refused"):
+            return False, f"{self._status}: {self._reason}"
+        since = self._last_bar_wall or self._loop_started
+        if since is None:
+            return False, "waiting for the first bar"
+        age = time.monotonic() - since
+        limit = self.settings.risk.stale_after_bars * self.bar_interval_s
+        if age > limit:
+            return False, f"no bar for {age:.1f} s (stale after {limit:.1f} s)"
+        return True, ""
+
+    # ------------------------------------------------------------------ read model
+    def status(self) -> dict[str, Any]:
+        ready, why = self.ready()
+        last = self._bars[-1].timestamp if self._bars else None
+        return json_safe(
+            {
+                "state": self._status,
+                "reason": self._reason,
+                "mode": self.settings.mode,
+                "account": self.account,
+                "symbol": self.symbol,
+                "timeframe": self.timeframe,
+                "model_tag": self.agent.tag,
+                "config_hash": self.settings.config_hash,
+                "last_bar_ms": last,
+                "bars_seen": self._bars_seen,
+                "bars_total": self.risk_manager.state.bars_total,
+                "equity": self._equity,
+                "position": self._snapshot.qty if self._snapshot else None,
+                "reconciled": self._reconciled,
+                "ready": ready,
+                "ready_reason": why,
+                "lease_holder": self.holder if self._holding_lease else None,
+                "started_ms": self._started_ms,
+                "drift": self.drift_monitor.score,
+            }
+        )
+
+    def position(self) -> dict[str, Any]:
+        snap = self._snapshot
+        if snap is None:
+            return {"qty": None}
+        mark = self._bars[-1].close if self._bars else snap.mark
+        state = self._account_vector(snap)
+        leverage = self.agent.env_config.leverage
+        return json_safe(
+            {
+                "symbol": self.symbol,
+                "qty": snap.qty,
+                "side": "long" if snap.qty > 0 else "short" if snap.qty < 0 else "flat",
+                "entry": snap.entry if snap.qty else None,
+                "mark": mark,
+                "upnl": float(acc.unrealised_pnl(state, mark)) if mark else snap.upnl,
+                "wallet": snap.wallet,
+                "leverage": leverage,
+                "margin_ratio": float(acc.margin_ratio(state, self.layout.params, mark))
+                if mark
+                else None,
+                "liquidation_price": snap.liquidation_price
+                or (
+                    float(
+                        acc.liquidation_price(
+                            snap.qty, snap.entry, leverage, self.contract.maintenance_margin_rate
+                        )
+                    )
+                    if snap.qty
+                    else None
+                ),
+            }
+        )
+
+    def open_orders(self) -> list[dict[str, Any]]:
+        rows = self.journal.orders(self.account, statuses=IN_FLIGHT, external=None)
+        return [_public(r) for r in rows]
+
+    def orders(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [_public(r) for r in self.journal.orders(self.account, limit=limit, external=None)]
+
+    def fills(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [_public(r) for r in self.journal.fills(self.account, limit)]
+
+    def decisions(self, limit: int = 100, before_ms: int | None = None) -> list[dict[str, Any]]:
+        return [_public(r) for r in self.journal.decisions(self.account, limit, before_ms)]
+
+    def decision(self, bar_ms: int) -> dict[str, Any] | None:
+        return explain_decision(self.journal, self.account, bar_ms)
+
+    def equity(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return [_public(r) for r in self.journal.equity(self.account, limit)]
+
+    def risk(self) -> dict[str, Any]:
+        state = self.risk_manager.state
+        return json_safe(
+            {
+                "limits": self.settings.risk.__dict__,
+                "state": state.state,
+                "reason": state.reason,
+                "cooldown_bars_left": self.risk_manager.cooldown_left(),
+                "day": state.day,
+                "day_start_equity": state.day_start_equity,
+                "peak_equity": state.peak_equity,
+                "orders_last_minute": self._orders_last_minute(),
+                "events": [
+                    {"id": e["id"], "time_ms": e["time_ms"], **e["data"]}
+                    for e in self.journal.events(self.account, ["risk"], limit=50)
+                ],
+            }
+        )
+
+    def drift(self) -> dict[str, Any]:
+        return json_safe(
+            {
+                **self.drift_monitor.report(),
+                "threshold": self.settings.risk.drift_threshold,
+                "action": self.settings.risk.drift_action,
+            }
+        )
+
+    def bars(self, limit: int = 500) -> list[dict[str, Any]]:
+        return [_public(r) for r in self.journal.bars(self.account, limit)]
+
+    def config(self) -> dict[str, Any]:
+        from sqlalchemy.engine import make_url
+
+        values = self.settings.to_dict()
+        values["journal_url"] = make_url(self.settings.journal_url).render_as_string(
+            hide_password=True
+        )
+        return json_safe(
+            {
+                "trader": values,
+                "agent": {
+                    "tag": self.agent.tag,
+                    "algo": self.agent.manifest.get("algo"),
+                    "symbol": self.symbol,
+                    "timeframe": self.timeframe,
+                    "window": self.agent.env_config.window,
+                    "leverage": self.agent.env_config.leverage,
+                    "config_hash": self.agent.manifest.get("config_hash"),
+                },
+            }
+        )
+
+    def close(self) -> None:
+        """Release the journal's connections (the client is the caller's)."""
+        self.journal.close()
+
+
+def explain_decision(journal: Journal, account: str, bar_ms: int) -> dict[str, Any] | None:
+    """The whole journal entry of one bar: what the agent saw, did and what followed."""
+    row = journal.decision(account, bar_ms)
+    if row is None:
+        return None
+    orders = journal.orders(account, bar_ms=bar_ms)
+    fills = [f for o in orders for f in journal.fills_of(account, o["client_id"])]
+    bar = journal.bar(account, bar_ms)
+    return json_safe(
+        {
+            **_public(row),
+            "bar": _public(bar) if bar else None,
+            "order_rows": [_public(o) for o in orders],
+            "fills": [_public(f) for f in fills],
+        }
+    )
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return json_safe({k: v for k, v in row.items() if k != "account"})
+
+
+def _bar_dict(bar: Bar) -> dict[str, Any]:
+    return {
+        "bar_ms": bar.timestamp,
+        "open": bar.open,
+        "high": bar.high,
+        "low": bar.low,
+        "close": bar.close,
+        "volume": bar.volume,
+        "funding_rate": bar.funding_rate,
+    }
+
+
+def _brief(decision: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "bar_ms",
+        "verdict",
+        "reason",
+        "target",
+        "target_qty",
+        "position",
+        "equity",
+        "price",
+        "orders",
+        "latency_ms",
+        "action",
+        "obs_hash",
+    )
+    return {k: decision.get(k) for k in keep}

@@ -1,0 +1,247 @@
+"""Shared fixtures of the trader tests: one tiny exported PPO agent per session, the bundled
+5 m sample, a paper exchange on a stepped clock and helpers to run a trader on it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agents.bundle import LoadedAgent, load_bundle
+from envs.client import make_phemex_client
+from envs.data.store import load_market_data, read_funding, sample_data_dir
+from serving.exchange.clock import ReplayClock
+from serving.exchange.market import ReplayMarket
+from serving.exchange.ratelimit import RateLimitConfig
+from serving.exchange.server import ExchangeServer
+from serving.trader import RiskLimits, Trader, TraderSettings
+from serving.trader.streams import SteppedReplayStream
+from tests.agents.conftest import run_python, tiny_train
+
+SYMBOL = "BTC/USDT:USDT"
+START = 9000
+"""Index of the first bar the trader decides on: 9,000 bars of history are readable."""
+
+
+@dataclass(frozen=True)
+class ExportedAgent:
+    """A tiny PPO agent exported to a private BentoML store."""
+
+    bentoml_home: Path
+    tag: str
+    path: Path
+
+    def load(self) -> LoadedAgent:
+        return load_bundle(self.path, self.tag)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment of a process that loads it by tag."""
+        return {"BENTOML_HOME": str(self.bentoml_home), "BENTOML_DO_NOT_TRACK": "true"}
+
+
+@pytest.fixture(scope="session")
+def exported_agent(tmp_path_factory) -> ExportedAgent:
+    root = tmp_path_factory.mktemp("trader-agent")
+    run = tiny_train(root / "run")
+    home = root / "bentoml"
+    env = {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    done = run_python("-m", "agents.export", f"run_dir={run.run_dir}", "name=trader-test", env=env)
+    assert done.returncode == 0, done.stderr
+    (version,) = [p for p in (home / "models/trader-test").iterdir() if p.name != "latest"]
+    return ExportedAgent(home, f"trader-test:{version.name}", version)
+
+
+@pytest.fixture(scope="session")
+def agent(exported_agent) -> LoadedAgent:
+    import torch
+
+    torch.set_num_threads(1)
+    return exported_agent.load()
+
+
+@pytest.fixture(scope="session")
+def sample_5m():
+    return load_market_data(SYMBOL, "5m")
+
+
+@pytest.fixture(scope="session")
+def sample_funding():
+    return read_funding(sample_data_dir(), "binance_usdm", SYMBOL)
+
+
+@dataclass
+class PaperVenue:
+    """A paper exchange on a stepped clock standing at the close of bar ``start``."""
+
+    server: ExchangeServer
+    clock: ReplayClock
+    start: int
+
+    def client(self, **kwargs):
+        """An async ccxt.pro client with the paper account's keys (markets not loaded)."""
+        return make_phemex_client(
+            base_url=self.server.base_url,
+            api_key="paper-key",
+            secret="paper-secret",
+            rate_limit=False,
+            pro=True,
+            **kwargs,
+        )
+
+    def sync_client(self):
+        client = make_phemex_client(
+            base_url=self.server.base_url,
+            api_key="paper-key",
+            secret="paper-secret",
+            rate_limit=False,
+        )
+        client.load_markets()
+        return client
+
+
+def paper_venue(
+    sample_5m, sample_funding, agent, start: int = START, faults=None, rate_limits=None
+) -> PaperVenue:
+    """A paper exchange (Phemex's rate limits lifted unless given) on a stepped clock."""
+    tf = sample_5m.timeframe_ms
+    clock = ReplayClock(int(sample_5m.timestamp[start]) + tf, tf)
+    market = ReplayMarket(sample_5m, sample_funding, clock=clock)
+    server = ExchangeServer(
+        market,
+        faults,
+        slippage=agent.env_config.slippage_model(),
+        rate_limits=rate_limits or RateLimitConfig(contract=100_000, others=100_000),
+    )
+    return PaperVenue(server.start(), clock, start)
+
+
+@pytest.fixture
+def venue(sample_5m, sample_funding, agent) -> Iterator[PaperVenue]:
+    v = paper_venue(sample_5m, sample_funding, agent)
+    try:
+        yield v
+    finally:
+        v.server.stop()
+
+
+def trader_settings(tmp_path: Path, **overrides) -> TraderSettings:
+    """Settings of a bar-by-bar paper run: no wall-clock staleness, generous order rate."""
+    risk = overrides.pop("risk", {})
+    return TraderSettings(
+        mode="paper",
+        account=overrides.pop("account", "test"),
+        journal_url=overrides.pop("journal_url", f"sqlite:///{tmp_path / 'journal.sqlite'}"),
+        risk=dataclasses.replace(RiskLimits(max_orders_per_minute=100_000), **risk),
+        bar_interval_s=overrides.pop("bar_interval_s", 60.0),
+        reconcile_every_s=overrides.pop("reconcile_every_s", 3600.0),
+        **overrides,
+    )
+
+
+async def run_stepped(
+    venue: PaperVenue, agent: LoadedAgent, settings: TraderSettings, bars: int, market, start=None
+) -> Trader:
+    """Run a trader over ``bars`` bars from ``start`` (default the venue's) on the stepped
+    clock; returns the stopped trader (journal still open)."""
+    start = venue.start if start is None else start
+    client = venue.client()
+    await client.load_markets()
+    try:
+        stream = SteppedReplayStream(market, venue.clock, start, start + bars)
+        trader = Trader(settings, agent, client, stream)
+        await trader.run()
+        return trader
+    finally:
+        await client.close()
+
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+# ---- PostgreSQL: a real server for the session (Debian's postgresql, installed by `make test`)
+def _pg_bin() -> Path:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        pytest.fail(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): `make test` "
+            "installs Debian's postgresql package when it is missing"
+        )
+    return found[-1].parent
+
+
+def _as_postgres(*args: str) -> list[str]:
+    """Run as the ``postgres`` user when root (initdb and the server refuse to run as root)."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else list(args)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server on a free loopback port; yields its admin URL."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    bin_dir = _pg_bin()
+    data = Path(tempfile.mkdtemp(prefix="phemex-rl-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    subprocess.run(
+        _as_postgres(str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"),
+        check=True,
+        capture_output=True,
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        _as_postgres(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(data / "log"),
+            "start",
+        ),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(
+            _as_postgres(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"),
+            capture_output=True,
+        )
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def new_postgres_database(server_url: str) -> str:
+    """A fresh, empty database on the server; its SQLAlchemy URL."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"journal_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return f"{server_url}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_url(request, tmp_path) -> str:
+    """A fresh journal database on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'journal.sqlite'}"
+    return new_postgres_database(request.getfixturevalue("postgres_server"))

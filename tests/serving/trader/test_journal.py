@@ -1,0 +1,172 @@
+"""The journal on SQLite and on a real PostgreSQL server: the single-writer lease, resumable
+event ids, one row per client id and per execution."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from serving.trader import TraderRefused
+from serving.trader.events import EventLog
+from serving.trader.execution import client_order_id
+from serving.trader.journal import Journal, LeaseHeld
+from serving.trader.trader import Trader, _holder_is_dead
+
+from .conftest import run_stepped, trader_settings
+
+
+def test_a_second_holder_is_refused_and_named(journal_url):
+    journal = Journal(journal_url)
+    journal.acquire_lease("acct", "host-a/pid1/aaaa", ttl_s=30)
+    journal.acquire_lease("acct", "host-a/pid1/aaaa", ttl_s=30)  # renewing is fine
+    with pytest.raises(LeaseHeld, match="host-a/pid1/aaaa") as info:
+        Journal(journal_url).acquire_lease("acct", "host-b/pid2/bbbb", ttl_s=30)
+    assert info.value.holder == "host-a/pid1/aaaa"
+    journal.acquire_lease("other-account", "host-b/pid2/bbbb", ttl_s=30)  # per account
+    journal.release_lease("acct", "host-a/pid1/aaaa")
+    journal.acquire_lease("acct", "host-b/pid2/bbbb", ttl_s=30)
+    assert journal.lease("acct")["holder"] == "host-b/pid2/bbbb"
+
+
+def test_an_expired_or_dead_holders_lease_is_taken_over(journal_url):
+    journal = Journal(journal_url)
+    journal.acquire_lease("acct", "host-a/pid1/aaaa", ttl_s=0.001)
+    import time
+
+    time.sleep(0.01)
+    journal.acquire_lease("acct", "host-b/pid2/bbbb", ttl_s=30)  # expired: taken over
+    # a holder on this host whose process is gone
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = f"{socket.gethostname()}/pid{child.pid}/cccc"
+    alive = f"{socket.gethostname()}/pid{os.getppid()}/dddd"
+    assert _holder_is_dead(dead) and not _holder_is_dead(alive)
+    assert not _holder_is_dead("elsewhere/pid1/eeee")  # another host: cannot tell, wait
+    journal.release_lease("acct", "host-b/pid2/bbbb")
+    journal.acquire_lease("acct", dead, ttl_s=30)
+    journal.acquire_lease("acct", "new/pid3/ffff", ttl_s=30, is_dead=_holder_is_dead)
+    with pytest.raises(LeaseHeld):
+        journal.acquire_lease("acct", alive, ttl_s=30, is_dead=_holder_is_dead)
+
+
+async def test_event_ids_survive_a_restart_and_wake_waiters(journal_url):
+    log = EventLog(Journal(journal_url), "acct")
+    first = [log.emit("bar", {"bar_ms": i}) for i in range(3)]
+    assert [e.id for e in first] == sorted(e.id for e in first)
+    restarted = EventLog(Journal(journal_url), "acct")  # a new process on the same journal
+    assert [e.data["bar_ms"] for e in restarted.since(first[0].id)] == [1, 2]
+    assert EventLog(Journal(journal_url), "another").since(0) == []
+    assert await restarted.wait(first[-1].id, timeout_s=0.05) == []
+    waiter = asyncio.ensure_future(restarted.wait(first[-1].id, timeout_s=5))
+    await asyncio.sleep(0.01)
+    later = restarted.emit("risk", {"kind": "test"})
+    got = await waiter
+    assert [e.id for e in got] == [later.id] and later.id > first[-1].id
+    with pytest.raises(ValueError, match="kind"):
+        restarted.emit("nonsense", {})
+
+
+def test_one_row_per_client_id_and_per_execution(journal_url):
+    journal = Journal(journal_url)
+    row = {
+        "account": "acct",
+        "client_id": "prl1",
+        "bar_ms": 1,
+        "intent": "rebalance",
+        "symbol": "BTC/USDT:USDT",
+        "side": "buy",
+        "qty": 0.01,
+        "ord_type": "market",
+        "reduce_only": False,
+        "status": "sent",
+        "sends": 1,
+        "created_ms": 1,
+        "updated_ms": 1,
+    }
+    assert journal.insert_order(row) and not journal.insert_order({**row, "qty": 5.0})
+    assert journal.order("acct", "prl1")["qty"] == 0.01
+    fill = {
+        "account": "acct",
+        "exec_id": "e1",
+        "kind": "trade",
+        "side": "buy",
+        "qty": 0.01,
+        "price": 80_000.0,
+        "fee": 0.48,
+        "time_ms": 5,
+    }
+    sell = {**fill, "exec_id": "e2", "side": "sell", "qty": 0.004}
+    funding = {**fill, "exec_id": "e3", "kind": "funding", "qty": 0.006, "fee": 0.05, "time_ms": 9}
+    assert len(journal.add_fills([fill, sell, funding])) == 3
+    assert journal.add_fills([fill, sell]) == []
+    assert journal.fill_position("acct") == pytest.approx(0.006)  # funding moves no contracts
+    assert journal.funding_since("acct", 9) == pytest.approx(0.05)
+    assert journal.funding_since("acct", 10) == 0.0
+
+
+def test_client_ids_are_deterministic_and_fit_phemex():
+    a = client_order_id("acct", "agent:v1", 1_700_000_000_000, "rebalance")
+    assert a == client_order_id("acct", "agent:v1", 1_700_000_000_000, "rebalance")
+    others = {
+        client_order_id("acct2", "agent:v1", 1_700_000_000_000, "rebalance"),
+        client_order_id("acct", "agent:v2", 1_700_000_000_000, "rebalance"),
+        client_order_id("acct", "agent:v1", 1_700_000_300_000, "rebalance"),
+        client_order_id("acct", "agent:v1", 1_700_000_000_000, "flatten1"),
+    }
+    assert a not in others and len(others) == 4
+    assert len(a) <= 40 and a.isalnum()
+
+
+async def test_a_second_trader_on_the_same_account_refuses_naming_the_holder(
+    venue, agent, sample_5m, tmp_path
+):
+    settings = trader_settings(tmp_path, max_bars=3)
+    client = venue.client()
+    await client.load_markets()
+    first = Trader(settings, agent, client)
+    first._acquire_lease()  # the first instance holds the account
+    try:
+        with pytest.raises(TraderRefused, match=first.holder) as info:
+            await run_stepped(venue, agent, settings, 3, sample_5m)
+        assert "one trading loop per account" in info.value.reason
+        # another account on the same journal trades
+        other = await run_stepped(
+            venue, agent, trader_settings(tmp_path, max_bars=3, account="other"), 3, sample_5m
+        )
+        assert len(other.decisions()) == 3
+        other.close()
+    finally:
+        first.journal.release_lease(settings.account, first.holder)
+        first.close()
+        await client.close()
+
+
+async def test_the_trader_runs_on_postgresql(venue, agent, sample_5m, tmp_path, postgres_server):
+    from .conftest import new_postgres_database
+
+    url = new_postgres_database(postgres_server)
+    trader = await run_stepped(
+        venue, agent, trader_settings(tmp_path, max_bars=30, journal_url=url), 30, sample_5m
+    )
+    try:
+        assert len(trader.decisions(limit=100)) == 30 and len(trader.equity()) == 30
+        assert trader.journal.engine.dialect.name == "postgresql"
+        ok, reason = await _reconcile_again(trader, venue)
+        assert ok, reason
+    finally:
+        trader.close()
+
+
+async def _reconcile_again(trader: Trader, venue) -> tuple[bool, str]:
+    client = venue.client()
+    await client.load_markets()
+    try:
+        trader.executor.client = client
+        return await trader.reconcile()
+    finally:
+        await client.close()
