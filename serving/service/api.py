@@ -291,7 +291,7 @@ def create_app(
             if start < 0:
                 raise HTTPException(400, f"Last-Event-ID {start} is negative")
         if start is None:
-            start = _latest_event_id(t.events)
+            start = int(t.events.latest_id())  # a fresh subscriber gets new events only
         if streams["open"] >= MAX_EVENT_STREAMS:
             raise HTTPException(503, f"{MAX_EVENT_STREAMS} event streams are open already")
 
@@ -387,15 +387,3 @@ def _trader_of(rt: "ServiceRuntime") -> Any:
     if rt.trader is None:
         raise HTTPException(503, "the trading loop is not running")
     return rt.trader
-
-
-def _latest_event_id(events: Any) -> int:
-    """The id of the newest event (0 when there is none): a fresh subscriber gets new ones."""
-    latest = getattr(events, "last_id", None)
-    if latest is not None:
-        return int(latest() if callable(latest) else latest)
-    last, batch = 0, events.since(0, EVENT_BATCH)
-    while batch:
-        last = batch[-1].id
-        batch = events.since(last, EVENT_BATCH)
-    return last

@@ -64,9 +64,17 @@ class ExchangeSettings:
     until a query by client id settles it."""
 
 
+class DriftAction(StrEnum):
+    """What a drift beyond ``risk.drift_threshold`` does: record a risk event, or also halt."""
+
+    warn = "warn"
+    halt = "halt"
+
+
 @dataclass
 class RiskSettings:
-    """Risk limits (``risk.*``); money in USDT, ``null`` = no limit. See docs/deployment.md."""
+    """Risk limits (``risk.*``): :class:`serving.trader.settings.RiskLimits`, where each is
+    documented; money in USDT, ``null`` = no limit. See docs/deployment.md."""
 
     max_position_notional: float | None = 5_000.0
     max_leverage: float | None = 3.0
@@ -79,6 +87,29 @@ class RiskSettings:
     """No bar for this many bar lengths: no new risk (and not ready)."""
     cooldown_bars: int = 3
     """Bars after a halt before ``resume`` is accepted."""
+    max_order_notional: float | None = 2_500.0
+    price_band: float | None = 0.02
+    """Refuse new risk when the last price is this fraction away from the decision's close."""
+    drift_threshold: float | None = 3.0
+    """Live-vs-training feature drift (training standard deviations) that is a risk event."""
+    drift_action: DriftAction = DriftAction.warn
+    drift_window_bars: int = 96
+    max_unsettled_bars: int = 3
+    """Bars an order may stay in flight (outcome unknown) before the trader halts."""
+
+
+@dataclass
+class ExecutionSettings:
+    """How orders are followed (``execution.*``): see
+    :class:`serving.trader.settings.TraderSettings`."""
+
+    order_timeout_s: float = 5.0
+    lease_ttl_s: float = 30.0
+    settle_grace_s: float = 2.0
+    set_leverage: bool = True
+    """Set the agent's leverage on the exchange at start-up."""
+    max_error_bars: int = 3
+    """Bars in a row the exchange may fail before the trader halts."""
 
 
 @dataclass
@@ -127,6 +158,7 @@ class ServeConfig:
     """Stop after this many bars (tests, the demo); None: run until stopped."""
     exchange: ExchangeSettings = field(default_factory=ExchangeSettings)
     risk: RiskSettings = field(default_factory=RiskSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
 
 

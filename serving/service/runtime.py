@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,55 +142,61 @@ class ServiceRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the venue (paper), the client and the trading loop as a background task."""
-        from envs.client import make_phemex_client
-        from serving.trader.trader import Trader
-
+        """Start the venue (paper) and the trading loop as a background task; returns at once
+        (the loop loads the markets, reconciles and trades in the background)."""
         Path(self.cfg.state_dir).mkdir(parents=True, exist_ok=True)
-        mode = self.cfg.mode.value
-        if mode == "paper" and self.cfg.exchange.url is None:
+        if self.cfg.mode.value == "paper" and self.cfg.exchange.url is None:
             self.exchange = self._paper_exchange().start()
             log.info("paper exchange on %s", self.exchange.base_url)
-        creds = self.checks.credentials
-        self.client = make_phemex_client(
-            base_url=self.exchange_url,
-            testnet=mode == "testnet",
-            api_key=creds.api_key,
-            secret=creds.secret,
-            pro=True,
-            rate_limit=self.cfg.exchange.rate_limit,
-            options=None,
-        )
-        self.client.timeout = int(self.cfg.exchange.timeout_ms)
-        self.trader = Trader(self.trader_settings(), self.agent, self.client)
         self.task = asyncio.create_task(self._run(), name="trader")
 
     async def _run(self) -> None:
-        from serving.trader.trader import TraderRefused
+        from envs.client import make_phemex_client
+        from serving.trader import Trader, TraderRefused
 
+        mode = self.cfg.mode.value
+        creds = self.checks.credentials
         try:
+            self.client = make_phemex_client(
+                base_url=self.exchange_url,
+                testnet=mode == "testnet",
+                api_key=creds.api_key,
+                secret=creds.secret,
+                pro=True,
+                rate_limit=self.cfg.exchange.rate_limit,
+            )
+            self.client.timeout = int(self.cfg.exchange.timeout_ms)
+            try:
+                await self.client.load_markets()
+            except Exception as exc:
+                raise TraderRefused(f"could not load the exchange's markets: {exc}") from exc
+            self.trader = Trader(self.trader_settings(), self.agent, self.client)
             await self.trader.run()
         except TraderRefused as exc:
             self.refused = True
-            self.failure = f"refused to trade: {exc}"
+            self.failure = f"refused to trade: {exc.reason}"
             log.error("trader %s", self.failure)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the loop must not die silently: shown in /status and /readyz
+        except Exception as exc:  # the loop must not die silently: shown in /status and /livez
             self.failure = f"trading loop failed: {type(exc).__name__}: {exc}"
             log.exception("trading loop failed")
 
     async def stop(self) -> None:
-        """Stop the loop, then close the client and the paper exchange (reverse start order)."""
+        """Stop the loop, then close the journal, the client and the paper exchange."""
         try:
             if self.trader is not None:
                 await self.trader.stop()
             if self.task is not None:
                 try:
-                    await asyncio.wait_for(self.task, 30.0)
+                    await asyncio.wait_for(asyncio.shield(self.task), 30.0)
                 except TimeoutError:
                     self.task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self.task
         finally:
+            if self.trader is not None:
+                self.trader.close()
             if self.client is not None:
                 await self.client.close()
             if self.exchange is not None:
@@ -197,27 +204,25 @@ class ServiceRuntime:
 
     def trader_settings(self) -> Any:
         """The core's :class:`TraderSettings` for this config."""
-        from serving.trader.settings import RiskLimits, TraderSettings
+        from envs.data.market_data import timeframe_to_ms
+        from serving.trader import RiskLimits, TraderSettings
 
-        risk = self.cfg.risk
+        config = config_dict(self.cfg)
+        bar_interval_s = None  # the timeframe, except on an accelerated local replay
+        if self.exchange is not None:
+            bar_interval_s = timeframe_to_ms(self.timeframe) / 1000 / self.cfg.exchange.speed
         return TraderSettings(
             mode=self.cfg.mode.value,
             account=self.cfg.account,
             symbol=self.symbol,
             timeframe=self.timeframe,
             journal_url=journal_url(self.cfg),
-            risk=RiskLimits(
-                max_position_notional=risk.max_position_notional,
-                max_leverage=risk.max_leverage,
-                max_daily_loss=risk.max_daily_loss,
-                max_drawdown=risk.max_drawdown,
-                max_orders_per_minute=risk.max_orders_per_minute,
-                stale_after_bars=risk.stale_after_bars,
-                cooldown_bars=risk.cooldown_bars,
-            ),
+            risk=RiskLimits(**config["risk"]),
             reconcile_every_s=self.cfg.reconcile_every_s,
             max_bars=self.cfg.max_bars,
             config_hash=self.config_hash,
+            bar_interval_s=bar_interval_s,
+            **config["execution"],
         )
 
     def _paper_exchange(self) -> ExchangeServer:
@@ -307,10 +312,10 @@ class ServiceRuntime:
         return generate_latest(self.trader.metrics).decode()
 
     def live(self) -> bool:
-        """False only when the trading loop died unexpectedly (a restart may help)."""
-        if self.failure is not None and not self.refused:
-            return False
-        return self.trader is None or self.trader.live()
+        """False only when the trading loop died unexpectedly (a restart may help). A loop
+        that refused to trade or ended after ``max_bars`` leaves the service up and not
+        ready, so that its status and journal can be read."""
+        return self.failure is None or self.refused
 
     def ready(self) -> tuple[bool, str]:
         """Ready only after reconciliation and while bars are fresh (the Trader's verdict)."""
