@@ -22,7 +22,7 @@ DEMO_OVERRIDES = [
 ]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         f"  model store     {bentoml_home()}  tag {tag}\n"
         f"  next            python -m agents.evaluate run_dir={run_dir} split=validation"
     )
+    return tag
 
 
 if __name__ == "__main__":

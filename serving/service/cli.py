@@ -83,6 +83,21 @@ def shortcut_overrides(args: argparse.Namespace) -> list[str]:
     return [f"{key}={value}" for key, value in pairs if value is not None]
 
 
+def absolute_paths(cfg: Any) -> list[str]:
+    """Overrides making the relative paths of ``cfg`` absolute (from the current directory)."""
+    paths = {
+        "state_dir": cfg.state_dir,
+        "secrets_dir": cfg.secrets_dir,
+        "exchange.data_dir": cfg.exchange.data_dir,
+        "exchange.state": cfg.exchange.state,
+    }
+    return [
+        f"{key}={Path(value).resolve()}"
+        for key, value in paths.items()
+        if value is not None and not Path(value).is_absolute()
+    ]
+
+
 def serve(args: argparse.Namespace) -> int:
     """Check, spawn ``bentoml serve``, print the URLs, supervise until done or Ctrl-C."""
     from serving.service.config import compose_serving
@@ -93,6 +108,7 @@ def serve(args: argparse.Namespace) -> int:
     preflight(cfg)  # missing keys, live without confirmation, a short live token
     tag = resolve_agent_tag(cfg.agent)
     overrides.append(f"agent={tag}")  # `latest` resolved once: the child trades this one
+    overrides += absolute_paths(cfg)  # the child runs in the repository, not here
     host, port = str(cfg.server.host), int(cfg.server.port)
     url = f"http://{host if host not in ('0.0.0.0', '::') else '127.0.0.1'}:{port}"
     env = {
