@@ -54,7 +54,8 @@ class ExchangeSettings:
     """``paper`` without ``url``: market time the replay opens at (ISO, UTC); None: far enough
     into the data for the agent's warm-up."""
     speed: float = 1.0
-    """``paper`` without ``url``: market seconds per wall second (300: a 5m bar per second)."""
+    """``paper``: market seconds per wall second of the replay (300: a 5m bar per second) -
+    of the exchange started without ``url``, or the one at ``url`` (its ``--speed``)."""
     state: str | None = None
     """``paper`` without ``url``: SQLite file the loopback exchange persists to; None: memory."""
     rate_limit: bool = True

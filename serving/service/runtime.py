@@ -208,8 +208,9 @@ class ServiceRuntime:
         from serving.trader import RiskLimits, TraderSettings
 
         config = config_dict(self.cfg)
-        bar_interval_s = None  # the timeframe, except on an accelerated local replay
-        if self.exchange is not None:
+        bar_interval_s = None  # real time: bars come every timeframe, and must be recent
+        if self.cfg.mode.value == "paper":
+            # a replay: bars are history, coming every timeframe / speed of wall time
             bar_interval_s = timeframe_to_ms(self.timeframe) / 1000 / self.cfg.exchange.speed
         return TraderSettings(
             mode=self.cfg.mode.value,

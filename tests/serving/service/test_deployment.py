@@ -104,6 +104,7 @@ def test_the_compose_file_follows_the_compose_specification(tmp_path):
     assert trader["ports"] == ["127.0.0.1:3000:3000"]  # published on loopback only
     cfg = compose_serving(json.loads(trader["environment"]["PHEMEX_RL_SERVE_OVERRIDES"]))
     assert cfg.mode.value == "paper" and cfg.exchange.url == "http://exchange:8080"
+    assert f"--speed={cfg.exchange.speed:g}" in doc["services"]["exchange"]["command"]
     broken = tmp_path / "compose.yml"
     broken.write_text(compose.read_text().replace("services:", "servics:", 1))
     assert _check_jsonschema("vendor.compose-spec", broken).returncode != 0
