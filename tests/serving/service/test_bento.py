@@ -24,6 +24,7 @@ def _bentofile() -> dict:
 
 def test_the_bento_pins_the_versions_the_tests_run():
     pins = dict(p.split("==") for p in _bentofile()["python"]["packages"])
+    pins = {name.split("[")[0]: version for name, version in pins.items()}  # extras
     assert _bentofile()["python"]["lock_packages"] is False  # locking needs the internet
     for name, version in pins.items():
         installed = importlib.metadata.version(name).split("+")[0]  # torch 2.13.0+cpu

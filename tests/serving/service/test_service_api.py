@@ -155,3 +155,24 @@ def test_cors_is_closed_unless_configured(service, exported_agent):
         assert ok.headers["access-control-allow-origin"] == "http://localhost:5173"
         other = open_client.get("/status", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
+
+
+def test_a_second_instance_on_the_same_account_refuses_and_names_the_holder(service):
+    client, first = service
+    holder = first.trader.status()["lease_holder"]
+    cfg = compose_serving(
+        [
+            f"agent={first.agent.tag}",
+            f"state_dir={first.cfg.state_dir}",  # the same journal, the same account
+            f"exchange.url={first.exchange_url}",
+            "exchange.speed=1200",
+        ]
+    )
+    second = ServiceRuntime(cfg)
+    app = create_app(lambda: second, max_body_bytes=65536)
+    with TestClient(app) as other:
+        status = _wait(lambda s: not s.get("loop_running", True), other, timeout=60)
+        assert status["state"] == "refused" and holder in status["reason"]
+        assert second.ready()[0] is False and second.live() is True  # up, showing why
+        assert other.get("/orders").status_code == 200  # the journal is still readable
+    assert client.get("/status").json()["state"] == "running"  # the first one trades on
