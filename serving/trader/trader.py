@@ -183,16 +183,13 @@ class Trader:
         try:
             self._acquire_lease()
             if self.settings.set_leverage:
-                try:
-                    await self.executor.call(
-                        "set_leverage", self.agent.env_config.leverage, self.symbol
-                    )
-                except Exception as exc:
-                    raise TraderRefused(f"could not set leverage on the exchange: {exc}") from exc
+                await self._set_leverage()
+            log.info("lease on account %r taken by %s", self.account, self.holder)
             self._set_status("reconciling", "")
             ok, reason = await self.reconcile(startup=True)
             if not ok:
                 raise TraderRefused(f"reconciliation failed: {reason}")
+            log.info("reconciled with the exchange")
             self._reconciled = True
             stream = self._stream
             if stream is None:
@@ -200,6 +197,7 @@ class Trader:
 
                 stream = CcxtBarStream(self.client, self.symbol, self.timeframe)
             self._bars.extend(await stream.history(self.buffer_bars))
+            log.info("warm-up: %d bars of history; trading", len(self._bars))
             self._set_status(self.risk_manager.state.state, self.risk_manager.state.reason)
             await self._loop(stream)
         except TraderRefused as exc:
@@ -212,6 +210,19 @@ class Trader:
                 self._holding_lease = False
             if self._status != "refused":
                 self._set_status("stopped", self._reason)
+
+    async def _set_leverage(self) -> None:
+        """Put the exchange on the agent's leverage (sizing and margin assume it)."""
+        leverage = self.agent.env_config.leverage
+        try:
+            snap = await self.executor.snapshot()
+            if snap.leverage is not None and abs(snap.leverage - leverage) < 1e-9:
+                return
+            await self.executor.call("set_leverage", leverage, self.symbol)
+        except Exception as exc:
+            raise TraderRefused(
+                f"could not set the agent's leverage {leverage:g} on the exchange: {exc}"
+            ) from exc
 
     async def stop(self) -> None:
         """Ask the loop to stop after the bar it is handling; :meth:`run` then returns."""

@@ -245,3 +245,68 @@ def journal_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'journal.sqlite'}"
     return new_postgres_database(request.getfixturevalue("postgres_server"))
+
+
+# ---- scripted runs: a policy that plays given actions, and operator actions at given bars
+@dataclass
+class ScriptedAgent(LoadedAgent):
+    """The exported agent with its policy replaced by a script of actions (one per bar,
+    the last repeated): the pipeline, settings and contract stay the bundle's. For tests of
+    what the trader does around the policy (risk, control), whatever the policy would say."""
+
+    script: list[int] = dataclasses.field(default_factory=list)
+    calls: int = 0
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        import numpy as np
+
+        action = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        return np.array(action), None
+
+
+def scripted(agent: LoadedAgent, script: list[int], **changes) -> ScriptedAgent:
+    fields = {f.name: getattr(agent, f.name) for f in dataclasses.fields(LoadedAgent)}
+    return ScriptedAgent(**{**fields, **changes}, script=list(script))
+
+
+LONG, FLAT, SHORT = 2, 1, 0
+"""Actions of the tiny agent (3 levels: -1, 0, +1)."""
+
+
+class HookedStream(SteppedReplayStream):
+    """A stepped replay that awaits ``hooks[k]()`` before yielding its ``k``-th bar (k = 0 is
+    the first): operator actions between two bars, as the service would call them."""
+
+    def __init__(self, market, clock, start, stop, hooks) -> None:
+        super().__init__(market, clock, start, stop)
+        self.hooks = hooks
+        self.index = 0
+        self.errors: list[BaseException] = []
+
+    async def __anext__(self):
+        hook = self.hooks.get(self.index)
+        if hook is not None and self._next < self.stop:
+            try:
+                await hook()
+            except Exception as exc:  # reported to the test, the loop goes on
+                self.errors.append(exc)
+        bar = await super().__anext__()
+        self.index += 1
+        return bar
+
+
+async def run_hooked(venue: PaperVenue, agent, settings, bars: int, market, hooks_for) -> Trader:
+    """Like :func:`run_stepped`, with ``hooks_for(trader) -> {bar index: coroutine fn}``."""
+    client = venue.client()
+    await client.load_markets()
+    try:
+        trader = Trader(settings, agent, client, None)
+        stream = HookedStream(market, venue.clock, venue.start, venue.start + bars, {})
+        trader._stream = stream
+        stream.hooks = hooks_for(trader)
+        await trader.run()
+        assert not stream.errors, stream.errors
+        return trader
+    finally:
+        await client.close()
