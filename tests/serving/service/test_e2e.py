@@ -5,6 +5,7 @@ command ends by itself after ``--max-bars`` bars."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import queue
 import subprocess
@@ -65,6 +66,39 @@ def _read_events(url: str, n: int, last_event_id: str | None, timeout: float = 6
     return events
 
 
+def _flood_event_streams(port: int) -> None:
+    """Event streams are capped: one more than the cap gets 503, and closing frees them."""
+    from serving.service.api import MAX_EVENT_STREAMS
+
+    held = []
+    try:
+        for _ in range(MAX_EVENT_STREAMS):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/events")
+            response = conn.getresponse()
+            assert response.status == 200
+            response.fp.readline()  # the stream has started: it counts
+            held.append(conn)
+        extra = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        extra.request("GET", "/events")
+        response = extra.getresponse()
+        assert response.status == 503 and b"event streams are open" in response.read()
+        extra.close()
+    finally:
+        for conn in held:
+            conn.close()
+    deadline = time.monotonic() + 30  # the server notices the closed streams
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/events")
+        status = conn.getresponse().status
+        conn.close()
+        if status == 200:
+            return
+        time.sleep(0.5)
+    raise AssertionError("closed event streams were never released")
+
+
 def _post_json(url: str, body: dict) -> dict:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -115,6 +149,7 @@ def test_serve_trades_the_agent_on_the_loopback_exchange_end_to_end(
         assert {e["kind"] for e in first} <= {"bar", "decision", "order", "fill", "risk", "status"}
         resumed = _read_events(url, 3, str(ids[2]))
         assert [e["id"] for e in resumed] == ids[3:6]  # resumes right after Last-Event-ID
+        _flood_event_streams(port)
         bad = urllib.request.Request(f"{url}/events", headers={"Last-Event-ID": "abc"})
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(bad, timeout=5)
