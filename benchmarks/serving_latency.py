@@ -191,6 +191,20 @@ class Service:
             time.sleep(0.05)
         raise TimeoutError(f"the service did not reconcile within {timeout} s")
 
+    def wait_trading(self, timeout: float = 180.0) -> None:
+        """Until the current worker has handled a bar of its own (``bars_seen`` counts a
+        process's bars)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = self.get("/status")[1]
+                if isinstance(status, dict) and status.get("bars_seen", 0) >= 1:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"the service did not trade within {timeout} s")
+
     def worker_pid(self) -> int:
         """The BentoML worker serving (and trading): the arbiter's child that listens."""
         import psutil  # a BentoML dependency
@@ -335,8 +349,8 @@ def crash_run(
             if budget_s is not None and time.monotonic() - started > budget_s:
                 print(f"  time budget of {budget_s:.0f} s spent after {killed} SIGKILLs")
                 break
-            service.wait_reconciled()
-            time.sleep(rng.uniform(0.0, 1.5))  # anywhere: mid-order, mid-journal, idle
+            service.wait_trading()  # this life has handled a bar: it is in the loop
+            time.sleep(rng.uniform(0.0, 1.0))  # anywhere: mid-order, mid-journal, idle
             os.kill(service.worker_pid(), signal.SIGKILL)
             killed += 1
             time.sleep(0.2)

@@ -23,7 +23,8 @@ from tests.serving.service.conftest import REPO, free_port, service_env, wait_fo
 pytestmark = pytest.mark.slow
 
 TOKEN = "e2e-control-token-0123456789abcdefgh"
-MAX_BARS = 40
+MAX_BARS = 100
+"""Long enough (50 s at 600x) for every check to run while the loop trades."""
 
 
 def _lines(process: subprocess.Popen) -> queue.Queue:
