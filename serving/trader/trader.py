@@ -291,6 +291,15 @@ class Trader:
     async def _decide_and_trade(self, bar: Bar, started: float) -> dict[str, Any]:
         ex = self.executor
         pending = await ex.settle_all()
+        unknown = [p for p in pending if p["status"] in ("sent", "unknown")]
+        if unknown:
+            # An order the exchange may not have received: wait out the grace period once so
+            # that a "not found" answer is final, rather than deciding blind.
+            sent = max(p["sent_ms"] or p["created_ms"] for p in unknown)
+            wait_s = self.settings.settle_grace_s - (now_ms() - sent) / 1000
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            pending = await ex.settle_all()
         await self._sync_fills()
         snap = await ex.snapshot()
         self._snapshot = snap

@@ -28,6 +28,7 @@ print(json.dumps({
     "exposures": [agent.target_exposure(a) for a in actions],
     "window": agent.env_config.window, "leverage": agent.env_config.leverage,
     "fitted": agent.pipeline.to_dict()["stats"] is not None,
+    "feature_stats": agent.feature_stats["names"] == agent.pipeline.columns,
     "manifest": agent.manifest,
 }))
 """
@@ -64,7 +65,15 @@ def test_export_then_load_gives_the_same_actions(trained_run, tmp_path):
         "env_config.json",
         "contract.json",
         "manifest.json",
+        "feature_stats.json",
     } <= files
+    # the drift monitor's reference: features of the training rows, z-scored on those very
+    # rows by the "fit" pipeline, so their mean is ~0 and their spread ~1
+    stats = json.loads((versions[0] / "feature_stats.json").read_text())
+    column = stats["names"].index("log_return_1")
+    assert stats["rows"] > 1000 and len(stats["mean"]) == len(stats["names"])
+    assert abs(stats["mean"][column]) < 0.1 and 0.8 < stats["std"][column] < 1.2
+    assert stats["q05"][column] < stats["q50"][column] < stats["q95"][column]
 
     run = TrainedRun(trained_run.run_dir)
     obs = _observations(run)
@@ -78,7 +87,7 @@ def test_export_then_load_gives_the_same_actions(trained_run, tmp_path):
     assert out["actions"] == expected and out["batch"] == expected
     assert set(out["exposures"]) <= {-1.0, 0.0, 1.0}
     assert out["algo"] == "ppo" and out["window"] == 32 and out["leverage"] == 1.0
-    assert out["fitted"]
+    assert out["fitted"] and out["feature_stats"]
     manifest = out["manifest"]
     assert manifest["observation_space"]["shape"] == [obs.shape[1]]
     assert manifest["action_space"] == {"type": "Discrete", "n": 3}

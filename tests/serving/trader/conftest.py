@@ -139,6 +139,7 @@ def trader_settings(tmp_path: Path, **overrides) -> TraderSettings:
         risk=dataclasses.replace(RiskLimits(max_orders_per_minute=100_000), **risk),
         bar_interval_s=overrides.pop("bar_interval_s", 60.0),
         reconcile_every_s=overrides.pop("reconcile_every_s", 3600.0),
+        settle_grace_s=overrides.pop("settle_grace_s", 0.3),
         **overrides,
     )
 

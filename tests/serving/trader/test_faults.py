@@ -1,0 +1,169 @@
+"""Faults: with the exchange failing requests, answering late, rate limiting and dropping
+sockets, the trader keeps trading or halts safely, and the journal says which."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from envs.streams.live import CcxtBarStream
+from serving.exchange.clock import ReplayClock
+from serving.exchange.faults import FaultConfig
+from serving.exchange.market import ReplayMarket
+from serving.exchange.ratelimit import RateLimitConfig
+from serving.exchange.server import ExchangeServer
+from serving.trader import Trader
+from serving.trader.journal import FINAL
+
+from .conftest import (
+    LONG,
+    SHORT,
+    START,
+    SYMBOL,
+    paper_venue,
+    run_hooked,
+    run_stepped,
+    scripted,
+    trader_settings,
+)
+
+
+async def reconcile_without_faults(trader: Trader, venue) -> tuple[bool, str]:
+    venue.server.faults.error_5xx_rate = 0.0
+    venue.server.faults.rate_limit_rate = 0.0
+    venue.server.faults.latency_ms = 0.0
+    client = venue.client()
+    await client.load_markets()
+    try:
+        trader.executor.client = client
+        return await trader.reconcile()
+    finally:
+        await client.close()
+
+
+async def test_intermittent_errors_and_latency_keep_it_trading(
+    agent, sample_5m, sample_funding, tmp_path
+):
+    faults = FaultConfig(error_5xx_rate=0.08, rate_limit_rate=0.04, latency_ms=3.0, seed=11)
+    venue = paper_venue(sample_5m, sample_funding, agent, faults=faults)
+    bars = 40
+    try:
+        trader = await run_stepped(
+            venue,
+            scripted(agent, [LONG, SHORT] * 50),
+            trader_settings(tmp_path, max_bars=bars),
+            bars,
+            sample_5m,
+        )
+        try:
+            failed = venue.server.requests.count(status=503) + venue.server.requests.count(
+                status=429
+            )
+            assert failed >= 5, "the faults did not bite"
+            decisions = trader.decisions(limit=100)
+            assert len(decisions) == bars
+            assert trader.risk()["state"] == "running", trader.risk()["reason"]
+            traded = [d for d in decisions if d["orders"]]
+            from collections import Counter
+
+            summary = Counter((d["verdict"], d["reason"][:60]) for d in decisions)
+            assert len(traded) >= bars // 2, (summary, [o["status"] for o in trader.orders()])
+            # every order ended known: filled, rejected, never placed or still followed
+            for order in trader.orders(limit=1000):
+                assert order["status"] in FINAL + ("unknown", "open"), order
+            ok, reason = await reconcile_without_faults(trader, venue)
+            assert ok, reason
+            assert all(o["status"] in FINAL for o in trader.orders(limit=1000))
+            errors = [d for d in decisions if d["verdict"] == "error"]
+            assert all("exchange error" in d["reason"] for d in errors)
+        finally:
+            trader.close()
+    finally:
+        venue.server.stop()
+
+
+async def test_an_outage_halts_and_the_journal_says_so(venue, agent, sample_5m, tmp_path):
+    def hooks(trader):
+        async def outage():
+            venue.server.faults.error_5xx_rate = 1.0
+
+        async def back():
+            venue.server.faults.error_5xx_rate = 0.0
+
+        return {4: outage, 9: back}
+
+    trader = await run_hooked(
+        venue,
+        scripted(agent, [LONG, SHORT] * 50),
+        trader_settings(tmp_path, max_bars=12),
+        12,
+        sample_5m,
+        hooks,
+    )
+    try:
+        times = sample_5m.timestamp[venue.start : venue.start + 12].tolist()
+        by_bar = {d["bar_ms"]: d for d in trader.decisions(limit=100)}
+        assert [by_bar[t]["verdict"] for t in times[4:7]] == ["error"] * 3
+        assert trader.risk()["state"] == "halted"
+        assert "exchange_errors" in trader.risk()["reason"]
+        assert [by_bar[t]["verdict"] for t in times[9:]] == ["halted"] * 3  # halted, not guessing
+        events = [e for e in trader.risk()["events"] if e["kind"] == "exchange_errors"]
+        assert events and events[0]["halt"]
+        ok, reason = await reconcile_without_faults(trader, venue)
+        assert ok, reason
+    finally:
+        trader.close()
+
+
+@pytest.mark.slow
+async def test_socket_drops_and_disconnects_on_a_running_clock(
+    agent, sample_5m, sample_funding, tmp_path
+):
+    """The live path: bars over the WebSocket (ccxt.pro) with messages dropped and the socket
+    closed every second; orders over REST with errors. Bars keep coming, trading goes on."""
+    tf = sample_5m.timeframe_ms
+    bar_s = 0.3
+    clock = ReplayClock(int(sample_5m.timestamp[START]) + tf, tf, speed=tf / 1000 / bar_s)
+    faults = FaultConfig(error_5xx_rate=0.05, ws_drop_rate=0.3, ws_disconnect_every_s=1.0, seed=5)
+    server = ExchangeServer(
+        ReplayMarket(sample_5m, sample_funding, clock=clock),
+        faults,
+        slippage=agent.env_config.slippage_model(),
+        rate_limits=RateLimitConfig(contract=100_000, others=100_000),
+    ).start()
+    from envs.client import make_phemex_client
+
+    client = make_phemex_client(
+        base_url=server.base_url,
+        api_key="paper-key",
+        secret="paper-secret",
+        rate_limit=False,
+        pro=True,
+    )
+    bars = 25
+    try:
+        await client.load_markets()
+        stream = CcxtBarStream(client, SYMBOL, "5m", idle_timeout_s=2 * bar_s)
+        settings = trader_settings(
+            tmp_path, max_bars=bars, bar_interval_s=bar_s, order_timeout_s=2 * bar_s
+        )
+        trader = Trader(settings, scripted(agent, [LONG, SHORT] * 50), client, stream)
+        started = time.monotonic()
+        await asyncio.wait_for(trader.run(), timeout=120)
+        try:
+            decisions = sorted(trader.decisions(limit=100), key=lambda d: d["bar_ms"])
+            assert len(decisions) == bars
+            steps = {
+                b["bar_ms"] - a["bar_ms"] for a, b in zip(decisions, decisions[1:], strict=False)
+            }
+            assert steps == {tf}, "a bar was skipped or repeated"
+            assert sum(bool(d["orders"]) for d in decisions) >= bars // 2
+            assert trader.risk()["state"] == "running"
+            print(f"\n{bars} bars in {time.monotonic() - started:.1f} s through {stream.stats}")
+        finally:
+            trader.close()
+    finally:
+        await client.close()
+        server.stop()
