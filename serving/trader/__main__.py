@@ -33,12 +33,12 @@ async def run_trader(run: RunFile) -> int:
     from envs.client import API_KEY_ENV, API_SECRET_ENV, make_phemex_client
     from serving.trader.trader import Trader, TraderRefused
 
-    agent = load_agent(run.agent)
     if run.trader.mode != "paper" and run.base_url is None:
         missing = [name for name in (API_KEY_ENV, API_SECRET_ENV) if not os.environ.get(name)]
         if missing:
             log.error("%s mode needs %s in the environment", run.trader.mode, " and ".join(missing))
             return 2
+    agent = load_agent(run.agent)
     client = make_phemex_client(
         base_url=run.base_url,
         testnet=run.testnet,

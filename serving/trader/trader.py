@@ -167,6 +167,7 @@ class Trader:
         self._bars_seen = 0
         self._drift_alarm = False
         self._error_bars = 0
+        self._persisted_risk: dict[str, Any] | None = None
         self._policy_state: Any = None
         self._started_ms = now_ms()
         self._obs = np.zeros(self.layout.obs_size, dtype=np.float32)
@@ -756,7 +757,13 @@ class Trader:
         return float(ticker["last"]) if ticker.get("last") is not None else None
 
     def _persist_risk(self) -> None:
-        self.journal.set_state(self.account, "risk", self.risk_manager.state.to_dict())
+        state = self.risk_manager.state.to_dict()
+        # One write per change rather than per bar: the bar count matters only for the
+        # cooldown, i.e. while halted or killed.
+        compared = state if state["state"] in (HALTED, KILLED) else {**state, "bars_total": None}
+        if compared != self._persisted_risk:
+            self.journal.set_state(self.account, "risk", state)
+            self._persisted_risk = compared
         self._metrics.halted.set(0 if self.risk_manager.trading else 1)
 
     def _set_status(self, status: str, reason: str) -> None:
