@@ -37,8 +37,9 @@ test: setup postgresql
 test-fast: setup postgresql
 	$(PY) -m pytest -m "not slow and not browser"
 
+# `make demo DEMO_MAX_BARS=N` stops the paper trader it ends with after N bars.
 demo: setup
-	$(PY) -m agents.demo
+	$(PY) -m serving.service.demo $(if $(DEMO_MAX_BARS),--max-bars $(DEMO_MAX_BARS))
 	@echo "phemex-rl and python are in $(VENV)/bin: 'source $(VENV)/bin/activate' puts them on your PATH"
 
 peers-venv: $(PEERS_STAMP)

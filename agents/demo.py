@@ -22,7 +22,7 @@ DEMO_OVERRIDES = [
 ]
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         f"  next            {phemex_rl('evaluate', f'run_dir={run_dir}', 'split=validation')}\n"
         f"                  {phemex_rl('export', f'run_dir={run_dir}', 'name=my-agent')}"
     )
+    return tag
 
 
 if __name__ == "__main__":

@@ -14,7 +14,13 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES = ("envs.data.cli", "agents.cli", "serving.exchange.cli", "serving.trader.cli")
+COMMAND_MODULES = (
+    "envs.data.cli",
+    "agents.cli",
+    "serving.exchange.cli",
+    "serving.service.cli",
+    "serving.trader.cli",
+)
 """Modules with a ``register(subparsers)`` function, in the order their commands are listed."""
 
 EPILOG = """\

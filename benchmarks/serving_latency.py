@@ -1,0 +1,478 @@
+"""Trading-service latency and crash safety, measured through the real service process.
+
+``python benchmarks/serving_latency.py [--agent TAG] [--crashes 100]``. The service is
+``bentoml serve serving.service.service:TraderService`` (as ``phemex-rl serve`` runs it) on
+an exported agent (``--agent``; default: a tiny PPO trained and exported to a temporary
+store), trading a loopback exchange that runs in this process, so that the exchange's side
+of every measurement is read directly:
+
+1. **``POST /act`` over HTTP**: p50/p99 of one observation per request on a keep-alive
+   connection, and requests/s with 4 concurrent clients; side by side with the same
+   ``agent.predict`` in process (the floor HTTP adds to).
+2. **Bar close -> order acknowledged by the exchange**: the exchange's clock is stepped one
+   bar at a time; the wall time from the step (the bar closes) to the moment the exchange
+   answers the service's order for that bar (an aiohttp response hook on the exchange), over
+   the bars on which the agent trades.
+3. **Crash run**: the running clock replays bars at high speed while the service's worker is
+   SIGKILLed at random moments ``--crashes`` times (BentoML's arbiter starts a new one, which
+   reconciles and trades on); then the journal is compared with the exchange: orders the
+   exchange holds twice for one client id (duplicates), and exchange fills missing from the
+   journal (lost fills).
+
+Targets: ``/act`` p99 under 10 ms; bar -> order p99 under 30 ms; 0 duplicates and 0 lost
+fills. Writes ``benchmarks/results/serving_latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import REPO, Table, write_json
+
+RESULTS = REPO / "benchmarks" / "results" / "serving_latency.json"
+SYMBOL = "BTC/USDT:USDT"
+TARGET_ACT_P99_MS = 10.0
+TARGET_BAR_TO_ORDER_P99_MS = 30.0
+START_BAR = 3000
+"""The exchange opens at this bar's close: enough history for any agent's warm-up."""
+ACCOUNT = "bench"
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+# --------------------------------------------------------------------------- the agent
+def tiny_agent(home: Path) -> str:
+    """Train and export a tiny PPO agent into the store ``home``; its tag."""
+    env = {**os.environ, "BENTOML_HOME": str(home), "WANDB_MODE": "offline"}
+    code = (
+        "from agents.train import compose_train, train\n"
+        "from agents.export import export_run\n"
+        "import sys\n"
+        "run = train(compose_train(['total_timesteps=2048', 'eval_freq=1024', 'agent.n_envs=8',"
+        " 'agent.n_steps=64', 'agent.batch_size=128', 'agent.n_epochs=2',"
+        " 'env.episode_length=256', 'progress_bar=false', 'logger=none']), sys.argv[1])\n"
+        "print(export_run(run.run_dir, name='bench-agent'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(home.parent / "run")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- the exchange
+class Exchange:
+    """The loopback exchange in this process, with the wall time of every order answer."""
+
+    def __init__(self, speed: float | None, slippage_bps: float) -> None:
+        from envs.account import SlippageModel
+        from envs.data.store import load_market_data, read_funding, sample_data_dir
+        from serving.exchange.clock import ReplayClock
+        from serving.exchange.market import ReplayMarket
+        from serving.exchange.ratelimit import RateLimitConfig
+        from serving.exchange.server import ExchangeServer
+
+        self.data = load_market_data(SYMBOL, "5m")
+        funding = read_funding(sample_data_dir(), "binance_usdm", SYMBOL)
+        tf = self.data.timeframe_ms
+        self.clock = ReplayClock(int(self.data.timestamp[START_BAR]) + tf, tf, speed=speed)
+        self.server = ExchangeServer(
+            ReplayMarket(self.data, funding, clock=self.clock),
+            slippage=SlippageModel(bps=slippage_bps),
+            rate_limits=RateLimitConfig(contract=100_000, others=100_000),
+        )
+        self.order_answers: list[tuple[float, int]] = []  # (perf_counter, http status)
+        self.answered = threading.Event()
+        self.server.app.on_response_prepare.append(self._on_response)
+        self.server.start()
+
+    async def _on_response(self, request: Any, response: Any) -> None:
+        if request.method in ("POST", "PUT") and request.path in ("/g-orders", "/g-orders/create"):
+            self.order_answers.append((time.perf_counter(), response.status))
+            self.answered.set()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+# --------------------------------------------------------------------------- the service
+class Service:
+    """``bentoml serve`` of the trading service against ``base_url``."""
+
+    def __init__(self, home: Path, tag: str, base_url: str, state: Path, extra: list[str]):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        overrides = [
+            f"agent={tag}",
+            f"account={ACCOUNT}",
+            f"state_dir={state}",
+            f"exchange.url={base_url}",
+            "exchange.rate_limit=false",
+            f"server.port={self.port}",
+            "risk.max_orders_per_minute=100000",
+            "risk.price_band=null",
+            "risk.max_position_notional=null",
+            "risk.max_order_notional=null",
+            "risk.max_leverage=null",
+            "risk.max_daily_loss=null",
+            "risk.max_drawdown=null",
+            *extra,
+        ]
+        env = {
+            **os.environ,
+            "BENTOML_HOME": str(home),
+            "BENTOML_DO_NOT_TRACK": "true",
+            "PHEMEX_RL_SERVE_OVERRIDES": json.dumps(overrides),
+        }
+        bentoml = str(Path(sys.executable).with_name("bentoml"))
+        self.process = subprocess.Popen(
+            [bentoml, "serve", "serving.service.service:TraderService", "--port", str(self.port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, Any]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            return response.status, json.loads(body) if body.strip().startswith(b"{") else body
+        finally:
+            conn.close()
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"the service was not ready within {timeout} s")
+
+    def wait_reconciled(self, timeout: float = 180.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = self.get("/status")[1]
+                if isinstance(status, dict) and status.get("reconciled"):
+                    return status
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"the service did not reconcile within {timeout} s")
+
+    def wait_trading(self, timeout: float = 180.0) -> None:
+        """Until the current worker has handled a bar of its own (``bars_seen`` counts a
+        process's bars)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                status = self.get("/status")[1]
+                if isinstance(status, dict) and status.get("bars_seen", 0) >= 1:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"the service did not trade within {timeout} s")
+
+    def worker_pid(self) -> int:
+        """The BentoML worker serving (and trading): the arbiter's child that listens."""
+        import psutil  # a BentoML dependency
+
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        workers = [p for p in children if "worker" in " ".join(p.cmdline())]
+        if not workers:
+            raise RuntimeError(f"no worker among {[p.cmdline() for p in children]}")
+        return workers[-1].pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+# --------------------------------------------------------------------------- 1. /act
+def bench_act(service: Service, agent: Any, n: int, seconds: float) -> dict[str, Any]:
+    size = int(np.prod(agent.observation_space.shape))
+    rng = np.random.default_rng(0)
+    bodies = [
+        json.dumps({"observation": rng.normal(size=size).astype(np.float32).tolist()}).encode()
+        for _ in range(64)
+    ]
+    headers = {"Content-Type": "application/json"}
+
+    def one(conn: http.client.HTTPConnection, body: bytes) -> None:
+        conn.request("POST", "/act", body, headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"/act answered {response.status}")
+
+    conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+    for body in bodies[:20]:  # warm-up
+        one(conn, body)
+    latencies, livez = [], []
+    for i in range(n):  # interleaved, so both see the same machine load
+        started = time.perf_counter()
+        one(conn, bodies[i % len(bodies)])
+        latencies.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        conn.request("GET", "/livez")
+        conn.getresponse().read()
+        livez.append((time.perf_counter() - started) * 1000)
+    conn.close()
+
+    counts = [0] * 4
+    stop_at = time.perf_counter() + seconds
+
+    def client(k: int) -> None:
+        c = http.client.HTTPConnection("127.0.0.1", service.port, timeout=10)
+        while time.perf_counter() < stop_at:
+            one(c, bodies[(k + counts[k]) % len(bodies)])
+            counts[k] += 1
+        c.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    throughput = sum(counts) / (time.perf_counter() - started)
+
+    obs = [np.asarray(json.loads(b)["observation"], np.float32) for b in bodies]
+    in_process = []
+    for i in range(n):
+        started = time.perf_counter()
+        agent.predict(obs[i % len(obs)][None, :])
+        in_process.append((time.perf_counter() - started) * 1000)
+    return {
+        "http_p50_ms": percentile(latencies, 50),
+        "http_p99_ms": percentile(latencies, 99),
+        "http_requests_per_s_4_clients": throughput,
+        "livez_p50_ms": percentile(livez, 50),
+        "livez_p99_ms": percentile(livez, 99),
+        "in_process_p50_ms": percentile(in_process, 50),
+        "in_process_p99_ms": percentile(in_process, 99),
+        "requests": n,
+    }
+
+
+# --------------------------------------------------------------------------- 2. bar -> order
+def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -> dict:
+    exchange = Exchange(speed=None, slippage_bps=agent.env_config.slippage_bps)
+    service = Service(home, tag, exchange.server.base_url, tmp / "bar-state", [])
+    try:
+        service.wait_reconciled()
+        time.sleep(1.0)  # the bar stream is subscribed once history is read
+        from serving.exchange.ws import WS_FEED
+
+        feed = exchange.server.app[WS_FEED]
+        latencies, traded = [], 0
+        for _ in range(bars):
+            before = len(exchange.order_answers)
+            exchange.answered.clear()
+            closed = time.perf_counter()
+            exchange.clock.step(1)
+            feed.wake()
+            # wait on an event, not a polling loop: this process is the exchange's too
+            exchange.answered.wait(1.0)
+            if len(exchange.order_answers) > before:
+                traded += 1
+                latencies.append((exchange.order_answers[before][0] - closed) * 1000)
+                time.sleep(0.05)  # let the bar's bookkeeping finish before the next close
+        return {
+            "bars": bars,
+            "bars_with_an_order": traded,
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies) if latencies else float("nan"),
+        }
+    finally:
+        service.stop()
+        exchange.stop()
+
+
+# --------------------------------------------------------------------------- 3. crash run
+def crash_run(
+    home: Path, tag: str, agent: Any, crashes: int, tmp: Path, seed: int, budget_s: float | None
+) -> dict:
+    from serving.exchange.accounts import DEFAULT_ACCOUNT
+    from serving.exchange.orders import TradeType
+    from serving.trader.journal import Journal
+
+    rng = random.Random(seed)
+    # 600x: a 5m bar every 0.5 s, so each life of the worker trades a few bars
+    exchange = Exchange(speed=600.0, slippage_bps=agent.env_config.slippage_bps)
+    state = tmp / "crash-state"
+    service = Service(
+        home, tag, exchange.server.base_url, state, ["reconcile_every_s=5", "exchange.speed=600"]
+    )
+    started = time.monotonic()
+    killed = 0
+    try:
+        for _ in range(crashes):
+            if budget_s is not None and time.monotonic() - started > budget_s:
+                print(f"  time budget of {budget_s:.0f} s spent after {killed} SIGKILLs")
+                break
+            service.wait_trading()  # this life has handled a bar: it is in the loop
+            time.sleep(rng.uniform(0.0, 1.0))  # anywhere: mid-order, mid-journal, idle
+            os.kill(service.worker_pid(), signal.SIGKILL)
+            killed += 1
+            time.sleep(0.2)
+            if killed % 10 == 0:
+                print(f"  {killed} SIGKILLs ({time.monotonic() - started:.0f} s)", flush=True)
+        service.wait_reconciled()
+        time.sleep(3.0)  # a few bars after the last restart: in-flight orders settle
+    finally:
+        service.stop()
+    # the exchange keeps running: compare after the service stopped gracefully
+    engine = exchange.server.engine
+    key = DEFAULT_ACCOUNT.api_key
+    orders = engine.closed_orders(key) + engine.open_orders(key)
+    per_client_id = Counter(o.cl_ord_id for o in orders if o.cl_ord_id)
+    duplicates = sum(n - 1 for n in per_client_id.values() if n > 1)
+    fills = {e.exec_id for e in engine.executions(key, trade_types=[TradeType.TRADE])}
+    journal = Journal(f"sqlite:///{state / 'journal.sqlite'}")
+    journaled = {f["exec_id"] for f in journal.fills(ACCOUNT, limit=1_000_000)}
+    decisions = len(journal.decisions(ACCOUNT, limit=1_000_000))
+    journal.close()
+    exchange.stop()
+    return {
+        "sigkills": killed,
+        "seconds": time.monotonic() - started,
+        "orders_on_exchange": len(orders),
+        "fills_on_exchange": len(fills),
+        "fills_in_journal": len(journaled & fills),
+        "decisions": decisions,
+        "duplicates": duplicates,
+        "lost_fills": len(fills - journaled),
+    }
+
+
+# --------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--agent", help="model-store tag (default: train a tiny PPO agent)")
+    parser.add_argument("--requests", type=int, default=2000, help="sequential /act requests")
+    parser.add_argument("--seconds", type=float, default=5.0, help="concurrent /act duration")
+    parser.add_argument("--bars", type=int, default=200, help="stepped bars for bar -> order")
+    parser.add_argument("--crashes", type=int, default=100, help="SIGKILLs in the crash run")
+    parser.add_argument(
+        "--crash-budget-s", type=float, help="stop killing after this many seconds (slow machines)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ["BENTOML_DO_NOT_TRACK"] = "true"
+
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        if args.agent:
+            home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml"))
+            tag = args.agent
+        else:
+            home = tmp / "bentoml"
+            print("training a tiny PPO agent for the benchmark ...", flush=True)
+            tag = tiny_agent(home)
+        os.environ["BENTOML_HOME"] = str(home)
+        import torch
+
+        torch.set_num_threads(1)
+        from agents.bundle import load_agent
+
+        agent = load_agent(tag)
+        print(f"agent {tag}", flush=True)
+
+        exchange = Exchange(speed=1.0, slippage_bps=agent.env_config.slippage_bps)
+        service = Service(home, tag, exchange.server.base_url, tmp / "act-state", [])
+        try:
+            service.wait_ready()
+            act = bench_act(service, agent, args.requests, args.seconds)
+        finally:
+            service.stop()
+            exchange.stop()
+        table = Table(["POST /act", "p50 ms", "p99 ms", "req/s (4 clients)"], float_fmt=",.2f")
+        table.add_row("HTTP (bentoml serve)", act["http_p50_ms"], act["http_p99_ms"],
+                      act["http_requests_per_s_4_clients"])  # fmt: skip
+        table.add_row("GET /livez (BentoML's own route)", act["livez_p50_ms"],
+                      act["livez_p99_ms"], "")  # fmt: skip
+        table.add_row("agent.predict in process", act["in_process_p50_ms"],
+                      act["in_process_p99_ms"], "")  # fmt: skip
+        print(table.render())
+        print(
+            f"/act p50 is {act['http_p50_ms'] / act['livez_p50_ms']:.1f}x BentoML's bare route and "
+            f"{act['http_p50_ms'] / act['in_process_p50_ms']:.0f}x the in-process predict; p99 target {TARGET_ACT_P99_MS:g} ms: "
+            f"{'met' if act['http_p99_ms'] < TARGET_ACT_P99_MS else 'MISSED'}\n",
+            flush=True,
+        )
+
+        bar = bench_bar_to_order(home, tag, agent, args.bars, tmp)
+        table = Table(["bar close -> order ack", "bars", "orders", "p50 ms", "p99 ms", "max ms"],
+                      float_fmt=",.2f")  # fmt: skip
+        table.add_row("loopback exchange", bar["bars"], bar["bars_with_an_order"],
+                      bar["p50_ms"], bar["p99_ms"], bar["max_ms"])  # fmt: skip
+        print(table.render())
+        print(
+            f"p99 target {TARGET_BAR_TO_ORDER_P99_MS:g} ms: "
+            f"{'met' if bar['p99_ms'] < TARGET_BAR_TO_ORDER_P99_MS else 'MISSED'}\n",
+            flush=True,
+        )
+
+        print(f"crash run: {args.crashes} SIGKILLs of the service's worker ...", flush=True)
+        crash = crash_run(home, tag, agent, args.crashes, tmp, args.seed, args.crash_budget_s)
+        table = Table(["crash run", "SIGKILLs", "orders", "fills", "decisions", "duplicates",
+                       "lost fills"])  # fmt: skip
+        table.add_row("service worker", crash["sigkills"], crash["orders_on_exchange"],
+                      crash["fills_on_exchange"], crash["decisions"], crash["duplicates"],
+                      crash["lost_fills"])  # fmt: skip
+        print(table.render())
+        print(f"({crash['seconds']:.0f} s); target 0 duplicates and 0 lost fills: "
+              f"{'met' if crash['duplicates'] == 0 and crash['lost_fills'] == 0 else 'MISSED'}")  # fmt: skip
+
+    load = os.getloadavg()
+    print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
+    write_json(
+        RESULTS,
+        {"agent": tag, "act": act, "bar_to_order": bar, "crash": crash, "loadavg": list(load)},
+    )
+    print(f"wrote {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
