@@ -127,6 +127,10 @@ export class PriceChart {
     return this.pageMarkers.length;
   }
 
+  markerIds(): string[] {
+    return this.pageMarkers.map((m) => m.id);
+  }
+
   /** Where a marker is drawn, in CSS pixels relative to the chart (for tests). */
   markerPoint(id: string): { x: number; y: number } | null {
     const m = this.pageMarkers.find((p) => p.id === id);

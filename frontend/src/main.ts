@@ -38,9 +38,11 @@ import type {
   Status,
 } from "./types";
 
-const INITIAL_BARS = 2000;
+const INITIAL_BARS = 1000;
 const INITIAL_ROWS = 1000;
 const CATCH_UP_ROWS = 200;
+/** Decisions carry the features: the first page is small so the page draws at once. */
+const FIRST_DECISIONS = 200;
 const TABLE_ROWS = 50;
 const POLL_MS = 2000;
 
@@ -75,28 +77,34 @@ const priceChart = new PriceChart($("price-chart"), theme);
 const equityChart = new EquityChart($("equity-chart"), theme);
 
 // ---------------------------------------------------------------- loading
-async function loadStatic(): Promise<void> {
-  const [status, config] = await Promise.all([
-    getJson<Status>("/status"),
-    getJson<Record<string, any>>("/config").catch(() => null),
-  ]);
+/** The status (mode, model, timeframe) and the stale-data threshold from the config. */
+async function loadStatus(): Promise<void> {
+  const status = await getJson<Status>("/status");
   setStatus(status);
   if (status.timeframe) page.model.timeframeMs = timeframeMs(status.timeframe);
+}
+
+async function loadConfig(): Promise<void> {
+  const config = await getJson<Record<string, any>>("/config");
   const trader = config?.trader?.trader;
   const intervalS = trader?.bar_interval_s ?? page.model.timeframeMs / 1000;
   const staleBars = trader?.risk?.stale_after_bars;
   page.staleAfterMs = typeof staleBars === "number" ? staleBars * intervalS * 1000 : null;
 }
 
-/** Every view; `rows` bounds the history fetched (catch-up after a reconnect fetches less). */
+/**
+ * Bars, fills, decisions and open orders (at most `rows` of each, `bars` bars), merged into
+ * the model, then the charts and tables; equity, config and the small views follow.
+ */
 async function loadViews(rows: number, bars: number): Promise<void> {
-  const [barRows, fills, decisions, equity, orders] = await Promise.all([
+  const statusLoaded = loadStatus();
+  const [barRows, fills, decisions, orders] = await Promise.all([
     getJson<Bar[]>(`/bars?limit=${bars}`),
     getJson<Fill[]>(`/fills?limit=${rows}`),
-    getJson<Decision[]>(`/decisions?limit=${rows}`),
-    getJson<EquityPoint[]>(`/equity?limit=${Math.max(rows, bars)}`),
+    getJson<Decision[]>(`/decisions?limit=${Math.min(rows, FIRST_DECISIONS)}`),
     getJson<Order[]>("/orders"),
   ]);
+  await statusLoaded; // the timeframe places the fills
   const m = page.model;
   const hadBars = m.bars.length;
   const lastBefore = hadBars ? m.bars[hadBars - 1].bar_ms : -1;
@@ -107,14 +115,35 @@ async function loadViews(rows: number, bars: number): Promise<void> {
   }
   for (const d of decisions) m.addDecision(d);
   for (const f of fills) m.addFill(f);
-  m.setEquity(equity);
   m.setOpenOrders(orders);
   if (!hadBars || inserted) priceChart.setBars(m.bars);
   else for (const bar of m.bars.slice(lowerIndex(m.bars, lastBefore))) priceChart.candles.update(candleOf(bar));
-  equityChart.setEquity(m.equity, drawdowns(m.equity));
   renderMarkers();
   renderTables();
-  await refreshState();
+  renderOrders();
+  renderHealth();
+  if (!page.loaded) performance.mark("monitor:first-render");
+  page.loaded = true;
+  await Promise.all([loadEquity(Math.max(rows, bars)), loadConfig(), refreshState(), loadOlderDecisions(rows)]);
+}
+
+async function loadEquity(limit: number): Promise<void> {
+  const equity = await getJson<EquityPoint[]>(`/equity?limit=${limit}`);
+  page.model.setEquity(equity);
+  equityChart.setEquity(page.model.equity, drawdowns(page.model.equity));
+  renderPosition();
+}
+
+/** Decisions older than the first page, up to `rows` in all (their markers and table rows). */
+async function loadOlderDecisions(rows: number): Promise<void> {
+  const m = page.model;
+  while (m.decisionList.length && m.decisionList.length < rows) {
+    const oldest = m.decisionList[0].bar_ms;
+    const page_ = await getJson<Decision[]>(`/decisions?limit=${FIRST_DECISIONS}&before_ms=${oldest}`);
+    for (const d of page_) m.addDecision(d);
+    if (page_.length < FIRST_DECISIONS) break;
+  }
+  renderMarkers();
 }
 
 function lowerIndex(bars: Bar[], ms: number): number {
@@ -222,8 +251,7 @@ const stream = new EventStream(API_BASE, () => page.model.lastEventId, {
     // Cover the time the stream was away (and its race with the first load): every view is
     // merged by key, so what is there already is not doubled.
     firstLoad
-      .then(() => loadStatic())
-      .then(() => loadViews(CATCH_UP_ROWS, CATCH_UP_ROWS))
+      .then(() => (page.loaded ? loadViews(CATCH_UP_ROWS, CATCH_UP_ROWS) : loadViews(INITIAL_ROWS, INITIAL_BARS)))
       .then(markReachable, markUnreachable);
   },
 });
@@ -584,13 +612,10 @@ window.setInterval(renderHealth, 1000);
 /** The first load of every view; catch-ups wait for it. */
 async function firstLoadOfViews(): Promise<void> {
   try {
-    await loadStatic();
     await loadViews(INITIAL_ROWS, INITIAL_BARS);
-    page.loaded = true;
   } catch (exc) {
     markUnreachable(exc);
   }
-  performance.mark("monitor:first-render");
   renderHealth();
 }
 
@@ -605,6 +630,8 @@ window.__monitor = {
   applyEvents,
   markerPoint: (id: string) => priceChart.markerPoint(id),
   markerCount: () => priceChart.markerCount(),
+  markerIds: () => priceChart.markerIds(),
+  candleCount: () => priceChart.candles.data().length,
   loadSnapshot: (bars: Bar[], fills: Fill[], decisions: Decision[], equity: EquityPoint[]) => {
     const m = page.model;
     m.setBars(bars);
