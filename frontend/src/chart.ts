@@ -18,7 +18,6 @@ import {
   type Time,
   type UTCTimestamp,
 } from "lightweight-charts";
-import type { BarChange } from "./model";
 import type { PageMarker } from "./markers";
 import type { Bar, EquityPoint } from "./types";
 
@@ -101,10 +100,9 @@ export class PriceChart {
     this.candles.setData(bars.map(candle));
   }
 
-  /** Apply one bar change of the model (append / replace: incremental; insert: redraw). */
-  applyBar(change: BarChange, bar: Bar, all: readonly Bar[]): void {
-    if (change === "append" || change === "replace") this.candles.update(candle(bar));
-    else if (change === "insert") this.setBars(all);
+  /** A new or revised latest bar (incremental). */
+  updateBar(bar: Bar): void {
+    this.candles.update(candle(bar));
   }
 
   setMarkers(markers: PageMarker[]): void {
@@ -188,10 +186,11 @@ export class EquityChart {
     this.drawdown.applyOptions({ lineColor: theme.drawdown, topColor: theme.drawdown });
   }
 
-  setEquity(points: readonly EquityPoint[], drawdowns: readonly number[]): void {
+  /** Equity points and their drawdowns (fractions); `peak` is the running peak at the last. */
+  setEquity(points: readonly EquityPoint[], drawdowns: readonly number[], peak: number): void {
     this.line.setData(points.map((p) => ({ time: sec(p.bar_ms), value: p.equity })));
     this.drawdown.setData(points.map((p, i) => ({ time: sec(p.bar_ms), value: drawdowns[i] * 100 })));
-    this.peak = points.reduce((m, p) => Math.max(m, p.equity), -Infinity);
+    this.peak = peak;
     this.lastMs = points.length ? points[points.length - 1].bar_ms : -Infinity;
   }
 

@@ -22,7 +22,7 @@ import {
   describeFill,
   FILL_PREFIX,
 } from "./markers";
-import { drawdowns, MonitorModel, timeframeMs, upsertBar } from "./model";
+import { drawdowns, lowerBound, MonitorModel, timeframeMs, upsertBar } from "./model";
 import { EventStream, type LinkState } from "./stream";
 import type {
   Bar,
@@ -39,10 +39,10 @@ import type {
 } from "./types";
 
 const INITIAL_BARS = 1000;
-const INITIAL_ROWS = 1000;
+const INITIAL_ROWS = 500;
 const CATCH_UP_ROWS = 200;
 /** Decisions carry the features: the first page is small so the page draws at once. */
-const FIRST_DECISIONS = 200;
+const FIRST_DECISIONS = 100;
 const TABLE_ROWS = 50;
 const POLL_MS = 2000;
 
@@ -69,7 +69,7 @@ const page = {
   drift: null as Drift | null,
   staleAfterMs: null as number | null,
   loaded: false,
-  renderedMarkers: -1,
+  renderedMarkers: "",
 };
 
 let theme = themeFromCss();
@@ -116,8 +116,8 @@ async function loadViews(rows: number, bars: number): Promise<void> {
   for (const d of decisions) m.addDecision(d);
   for (const f of fills) m.addFill(f);
   m.setOpenOrders(orders);
-  if (!hadBars || inserted) priceChart.setBars(m.bars);
-  else for (const bar of m.bars.slice(lowerIndex(m.bars, lastBefore))) priceChart.candles.update(candleOf(bar));
+  if (!hadBars || inserted) redrawCharts();
+  else for (const bar of m.bars.slice(lowerIndex(m.bars, lastBefore))) appendToChart(bar);
   renderMarkers();
   renderTables();
   renderOrders();
@@ -130,7 +130,7 @@ async function loadViews(rows: number, bars: number): Promise<void> {
 async function loadEquity(limit: number): Promise<void> {
   const equity = await getJson<EquityPoint[]>(`/equity?limit=${limit}`);
   page.model.setEquity(equity);
-  equityChart.setEquity(page.model.equity, drawdowns(page.model.equity));
+  redrawEquity();
   renderPosition();
 }
 
@@ -152,8 +152,66 @@ function lowerIndex(bars: Bar[], ms: number): number {
   return i;
 }
 
-function candleOf(bar: Bar) {
-  return { time: (bar.bar_ms / 1000) as never, open: bar.open, high: bar.high, low: bar.low, close: bar.close };
+// ---------------------------------------------------------------- the charts' window
+/**
+ * The charts hold the latest `chartWindow` bars (and their equity), not every bar the page
+ * has: lightweight-charts rebuilds its view of a whole series on each update, so an update's
+ * cost grows with the series. Scrolling back to the window's left edge loads the next
+ * `chartWindow` older bars; a window grown to twice its size by live bars is trimmed.
+ * 0: no window (every bar on the chart).
+ */
+let chartWindow = 10_000;
+/** Opening time of the first bar on the chart. */
+let chartFromMs = -Infinity;
+let chartBars = 0;
+
+function chartStart(): number {
+  return lowerBound(page.model.bars, chartFromMs, (b) => b.bar_ms);
+}
+
+function redrawCharts(): void {
+  const bars = page.model.bars;
+  const n = bars.length;
+  if (chartWindow <= 0) chartFromMs = -Infinity;
+  else if (n - chartStart() > 2 * chartWindow || (chartFromMs === -Infinity && n > chartWindow)) {
+    chartFromMs = bars[n - chartWindow].bar_ms;
+  }
+  const shown = bars.slice(chartStart());
+  const first = chartBars === 0;
+  chartBars = shown.length;
+  priceChart.setBars(shown);
+  // a short history fills the chart; a long one opens on the latest bars
+  redrawEquity();
+  if (first && shown.length < 150) {
+    priceChart.chart.timeScale().fitContent();
+    equityChart.chart.timeScale().fitContent();
+  }
+  renderMarkers();
+}
+
+function appendToChart(bar: Bar, isNew = true): void {
+  priceChart.updateBar(bar);
+  if (isNew) chartBars++;
+  if (chartWindow > 0 && chartBars > 2 * chartWindow) redrawCharts();
+}
+
+function redrawEquity(): void {
+  const eq = page.model.equity;
+  const from = lowerBound(eq, chartFromMs, (p) => p.bar_ms);
+  const dd = drawdowns(eq);
+  equityChart.setEquity(eq.slice(from), dd.slice(from), equityPeak(eq));
+}
+
+/** Older bars onto the chart when the view reaches its left edge. */
+function extendChartBack(): void {
+  const range = priceChart.chart.timeScale().getVisibleLogicalRange();
+  const start = chartStart();
+  if (!range || range.from > 20 || start === 0 || chartWindow <= 0) return;
+  const from = Math.max(0, start - chartWindow);
+  chartFromMs = page.model.bars[from].bar_ms;
+  redrawCharts();
+  const added = start - from;
+  priceChart.chart.timeScale().setVisibleLogicalRange({ from: range.from + added, to: range.to + added });
 }
 
 /** Position, risk, drift and status: small views refreshed on events and on a timer. */
@@ -213,12 +271,14 @@ function applyEvents(events: MonitorEvent[]): void {
   for (const event of events) {
     if (!m.apply(event)) continue;
     if (event.kind === "bar") {
-      priceChart.applyBar(m.lastBarChange, event.data as unknown as Bar, m.bars);
+      const bar = event.data as unknown as Bar;
+      if (m.lastBarChange === "insert") redrawCharts();
+      else if (m.lastBarChange !== "none") appendToChart(bar, m.lastBarChange === "append");
       stateChanged = true;
     } else if (event.kind === "decision") {
       const d = event.data as unknown as Decision;
       if (typeof d.equity === "number" && !equityChart.appendPoint({ bar_ms: d.bar_ms, equity: d.equity })) {
-        equityChart.setEquity(m.equity, drawdowns(m.equity));
+        redrawEquity();
       }
       tablesChanged = true;
     } else if (event.kind === "fill" || event.kind === "order") {
@@ -301,12 +361,42 @@ function setLinkText(text: string): void {
   $("link-text").textContent = text;
 }
 
+/**
+ * Markers of the bars in view and as many again on each side (redrawn when the view moves
+ * past that margin): an update then costs the same with 50,000 bars as with 500.
+ */
 function renderMarkers(): void {
   const m = page.model;
-  if (page.renderedMarkers === m.markersVersion + m.bars.length * 1e-9) return;
-  page.renderedMarkers = m.markersVersion + m.bars.length * 1e-9;
-  priceChart.setMarkers(buildMarkers(m, { buy: theme.up, sell: theme.down, decision: theme.decision }));
+  const n = m.bars.length;
+  if (n === 0) return;
+  const range = priceChart.chart.timeScale().getVisibleLogicalRange();
+  const start = chartStart(); // chart index k is bar start + k
+  let from = start;
+  let to = n - 1;
+  if (range) {
+    const span = Math.max(50, Math.ceil(range.to - range.from));
+    from = Math.min(n - 1, Math.max(start, start + Math.floor(range.from) - span));
+    to = Math.max(from, Math.min(n - 1, start + Math.ceil(range.to) + span));
+  }
+  const fromMs = m.bars[from].bar_ms;
+  const toMs = m.bars[to].bar_ms;
+  const key = `${m.markersVersion}:${fromMs}:${toMs}`;
+  if (key === page.renderedMarkers) return;
+  page.renderedMarkers = key;
+  priceChart.setMarkers(
+    buildMarkers(m, { buy: theme.up, sell: theme.down, decision: theme.decision }, fromMs, toMs),
+  );
 }
+
+let markersFrame = 0;
+priceChart.chart.timeScale().subscribeVisibleLogicalRangeChange(() => {
+  if (markersFrame) return;
+  markersFrame = requestAnimationFrame(() => {
+    markersFrame = 0;
+    extendChartBack();
+    renderMarkers();
+  });
+});
 
 function renderPosition(): void {
   const p = page.position;
@@ -328,11 +418,24 @@ function renderPosition(): void {
     .join("");
   const eq = page.model.equity;
   const last = eq.length ? eq[eq.length - 1].equity : page.status?.equity ?? null;
-  const peak = eq.reduce((mx, p) => Math.max(mx, p.equity), -Infinity);
+  const peak = equityPeak(eq);
   const dd = last !== null && peak > 0 ? last / peak - 1 : null;
   $("equity-summary").innerHTML =
     `<span>equity <strong>${esc(fmt(last))}</strong> USDT</span>` +
     `<span>drawdown <strong class="${signClass(dd)}">${esc(fmtPct(dd, 2))}</strong></span>`;
+}
+
+let peakCache = { n: 0, peak: -Infinity, lastMs: -Infinity, last: NaN };
+/** The running peak of the equity, incremental while points are only appended. */
+function equityPeak(eq: EquityPoint[]): number {
+  const c = peakCache;
+  const appendOnly =
+    c.n > 0 && c.n <= eq.length && eq[c.n - 1].bar_ms === c.lastMs && eq[c.n - 1].equity === c.last;
+  let peak = appendOnly ? c.peak : -Infinity;
+  for (let i = appendOnly ? c.n : 0; i < eq.length; i++) peak = Math.max(peak, eq[i].equity);
+  const tail = eq[eq.length - 1];
+  peakCache = { n: eq.length, peak, lastMs: tail?.bar_ms ?? -Infinity, last: tail?.equity ?? NaN };
+  return peak;
 }
 
 function renderRisk(): void {
@@ -383,40 +486,83 @@ function renderOrders(): void {
     "</tbody>";
 }
 
+/**
+ * A table body whose rows are kept by key: a row is rebuilt only when its HTML changed, and
+ * the body's children are replaced only when the order changed (a new fill: one new row).
+ */
+class KeyedRows {
+  private readonly rows = new Map<string, { html: string; el: HTMLTableRowElement }>();
+  private readonly body: HTMLTableSectionElement;
+
+  constructor(table: HTMLTableElement, header: string[], private readonly empty: string) {
+    table.innerHTML = `<thead><tr>${header.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody></tbody>`;
+    this.body = table.tBodies[0];
+  }
+
+  render(items: { key: string; attrs: Record<string, string>; html: string }[]): void {
+    if (!items.length) {
+      this.rows.clear();
+      this.body.innerHTML = `<tr><td colspan="12" class="empty">${esc(this.empty)}</td></tr>`;
+      return;
+    }
+    const next = new Map<string, { html: string; el: HTMLTableRowElement }>();
+    const els: HTMLTableRowElement[] = [];
+    for (const item of items) {
+      let row = this.rows.get(item.key);
+      if (!row || row.html !== item.html) {
+        const el = document.createElement("tr");
+        el.className = "clickable";
+        for (const [k, v] of Object.entries(item.attrs)) el.setAttribute(k, v);
+        el.innerHTML = item.html;
+        row = { html: item.html, el };
+      }
+      next.set(item.key, row);
+      els.push(row.el);
+    }
+    this.rows.clear();
+    for (const [k, v] of next) this.rows.set(k, v);
+    const current = this.body.children;
+    const same = current.length === els.length && els.every((el, i) => current[i] === el);
+    if (!same) this.body.replaceChildren(...els);
+  }
+}
+
+const fillRows = new KeyedRows(
+  $<HTMLTableElement>("fills"),
+  ["time (UTC)", "side", "qty", "price", "fee", "kind", "decision bar"],
+  "no fills yet",
+);
+const decisionRows = new KeyedRows(
+  $<HTMLTableElement>("decisions"),
+  ["bar (UTC)", "verdict", "action", "target", "target qty", "position", "price", "orders", "reason"],
+  "no decisions yet",
+);
+
 function renderTables(): void {
   const m = page.model;
-  const fills = m.latestFills(TABLE_ROWS);
-  $("fills").innerHTML =
-    `<thead><tr><th>time (UTC)</th><th>side</th><th>qty</th><th>price</th><th>fee</th><th>kind</th><th>decision bar</th></tr></thead><tbody>` +
-    (fills.length
-      ? fills
-          .map((f) => {
-            const bar = m.decisionBarOfFill(f);
-            return (
-              `<tr class="clickable" data-bar="${bar}" data-fill="${esc(f.exec_id)}" title="show the journal entry of the decision">` +
-              `<td>${esc(fmtTime(f.time_ms))}</td><td class="${f.side === "buy" ? "pos" : "neg"}">${esc(f.side)}</td>` +
-              `<td>${esc(fmt(f.qty, 4))}</td><td>${esc(fmt(f.price))}</td><td>${esc(fmt(f.fee, 4))}</td>` +
-              `<td>${esc(f.kind)}</td><td>${esc(fmtTime(bar))}</td></tr>`
-            );
-          })
-          .join("")
-      : `<tr><td colspan="7" class="empty">no fills yet</td></tr>`) +
-    "</tbody>";
-  const decisions = m.latestDecisions(TABLE_ROWS);
-  $("decisions").innerHTML =
-    `<thead><tr><th>bar (UTC)</th><th>verdict</th><th>action</th><th>target</th><th>target qty</th><th>position</th><th>price</th><th>orders</th><th>reason</th></tr></thead><tbody>` +
-    (decisions.length
-      ? decisions
-          .map(
-            (d) =>
-              `<tr class="clickable" data-bar="${d.bar_ms}" title="show the journal entry">` +
-              `<td>${esc(fmtTime(d.bar_ms))}</td><td>${esc(d.verdict)}</td><td>${esc(formatAction(d.action))}</td>` +
-              `<td>${esc(fmt(d.target, 3))}</td><td>${esc(fmt(d.target_qty, 4))}</td><td>${esc(fmt(d.position, 4))}</td>` +
-              `<td>${esc(fmt(d.price))}</td><td>${d.orders?.length ?? 0}</td><td class="muted">${esc(d.reason ?? "")}</td></tr>`,
-          )
-          .join("")
-      : `<tr><td colspan="9" class="empty">no decisions yet</td></tr>`) +
-    "</tbody>";
+  fillRows.render(
+    m.latestFills(TABLE_ROWS).map((f) => {
+      const bar = m.decisionBarOfFill(f);
+      return {
+        key: f.exec_id,
+        attrs: { "data-bar": String(bar), "data-fill": f.exec_id, title: "show the journal entry of the decision" },
+        html:
+          `<td>${esc(fmtTime(f.time_ms))}</td><td class="${f.side === "buy" ? "pos" : "neg"}">${esc(f.side)}</td>` +
+          `<td>${esc(fmt(f.qty, 4))}</td><td>${esc(fmt(f.price))}</td><td>${esc(fmt(f.fee, 4))}</td>` +
+          `<td>${esc(f.kind)}</td><td>${esc(fmtTime(bar))}</td>`,
+      };
+    }),
+  );
+  decisionRows.render(
+    m.latestDecisions(TABLE_ROWS).map((d) => ({
+      key: String(d.bar_ms),
+      attrs: { "data-bar": String(d.bar_ms), title: "show the journal entry" },
+      html:
+        `<td>${esc(fmtTime(d.bar_ms))}</td><td>${esc(d.verdict)}</td><td>${esc(formatAction(d.action))}</td>` +
+        `<td>${esc(fmt(d.target, 3))}</td><td>${esc(fmt(d.target_qty, 4))}</td><td>${esc(fmt(d.position, 4))}</td>` +
+        `<td>${esc(fmt(d.price))}</td><td>${d.orders?.length ?? 0}</td><td class="muted">${esc(d.reason ?? "")}</td>`,
+    })),
+  );
   renderPosition();
 }
 
@@ -594,7 +740,7 @@ window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () 
   theme = themeFromCss();
   priceChart.setTheme(theme);
   equityChart.setTheme(theme);
-  page.renderedMarkers = -1;
+  page.renderedMarkers = "";
   renderMarkers();
 });
 
@@ -632,14 +778,19 @@ window.__monitor = {
   markerCount: () => priceChart.markerCount(),
   markerIds: () => priceChart.markerIds(),
   candleCount: () => priceChart.candles.data().length,
+  /** Bars the charts hold at most (0: all); redraws them. */
+  setChartWindow: (bars: number) => {
+    chartWindow = bars;
+    chartFromMs = -Infinity;
+    redrawCharts();
+  },
   loadSnapshot: (bars: Bar[], fills: Fill[], decisions: Decision[], equity: EquityPoint[]) => {
     const m = page.model;
     m.setBars(bars);
     for (const d of decisions) m.addDecision(d);
     for (const f of fills) m.addFill(f);
     m.setEquity(equity);
-    priceChart.setBars(m.bars);
-    equityChart.setEquity(m.equity, drawdowns(m.equity));
+    redrawCharts();
     renderMarkers();
     renderTables();
   },

@@ -26,16 +26,26 @@ export interface PageMarker {
 export const FILL_PREFIX = "f:";
 export const DECISION_PREFIX = "d:";
 
-/** Markers of every trade fill and untraded target change whose bar is on the chart. */
-export function buildMarkers(model: MonitorModel, colors: MarkerColors): PageMarker[] {
+/**
+ * Markers of the trade fills and untraded target changes on the bars from `fromMs` to `toMs`
+ * (default: all bars on the chart). The page asks for the visible bars and a margin: the
+ * chart redraws every marker it is given, so thousands off screen would slow each update.
+ */
+export function buildMarkers(
+  model: MonitorModel,
+  colors: MarkerColors,
+  fromMs = -Infinity,
+  toMs = Infinity,
+): PageMarker[] {
   const bars = model.bars;
   if (bars.length === 0) return [];
-  const first = bars[0].bar_ms;
-  const last = bars[bars.length - 1].bar_ms;
+  const first = Math.max(bars[0].bar_ms, fromMs);
+  const last = Math.min(bars[bars.length - 1].bar_ms, toMs);
   const fills: PageMarker[] = [];
-  for (const fill of model.tradeFills()) {
+  // a fill's bar has closed only once a later bar is on the chart
+  for (const fill of model.tradeFills(first, last + model.timeframeMs)) {
     const t = model.fillBar(fill);
-    if (t < first || t > last) continue; // its bar has not closed yet (or scrolled away)
+    if (t < first || t > last) continue;
     const buy = fill.side === "buy";
     fills.push({
       id: FILL_PREFIX + fill.exec_id,
@@ -47,8 +57,7 @@ export function buildMarkers(model: MonitorModel, colors: MarkerColors): PageMar
     });
   }
   const decisions: PageMarker[] = [];
-  for (const d of model.untradedTargetChanges()) {
-    if (d.bar_ms < first || d.bar_ms > last) continue;
+  for (const d of model.untradedTargetChanges(first, last)) {
     decisions.push({
       id: DECISION_PREFIX + d.bar_ms,
       timeMs: d.bar_ms,

@@ -251,19 +251,31 @@ export class MonitorModel {
     return known ?? this.fillBar(fill) - this.timeframeMs;
   }
 
-  /** Trade fills, oldest first (funding payments are not trades). */
-  tradeFills(): Fill[] {
-    return this.fillList.filter((f) => TRADE_KINDS.has(f.kind) && f.qty > 0);
+  /** Trade fills executed in [fromMs, toMs), oldest first (funding payments are not trades). */
+  tradeFills(fromMs = -Infinity, toMs = Infinity): Fill[] {
+    const list = this.fillList;
+    const out: Fill[] = [];
+    for (let i = lowerBound(list, fromMs, (f) => f.time_ms); i < list.length; i++) {
+      const f = list[i];
+      if (f.time_ms >= toMs) break;
+      if (TRADE_KINDS.has(f.kind) && f.qty > 0) out.push(f);
+    }
+    return out;
   }
 
   /**
-   * Decisions that changed the target exposure without an order: what the agent wanted but
-   * did not trade (refused by risk, within the rebalance band, paused...). Oldest first.
+   * Decisions of bars in [fromMs, toMs] that changed the target exposure without an order:
+   * what the agent wanted but did not trade (refused by risk, within the rebalance band,
+   * paused...). Oldest first.
    */
-  untradedTargetChanges(): Decision[] {
-    const out: Decision[] = [];
+  untradedTargetChanges(fromMs = -Infinity, toMs = Infinity): Decision[] {
+    const list = this.decisionList;
+    const start = lowerBound(list, fromMs, (d) => d.bar_ms);
     let previous: number | null = null;
-    for (const d of this.decisionList) {
+    for (let k = start - 1; k >= 0 && previous === null; k--) previous = list[k].target ?? null;
+    const out: Decision[] = [];
+    for (let i = start; i < list.length && list[i].bar_ms <= toMs; i++) {
+      const d = list[i];
       if (d.target == null) continue;
       const changed = previous === null || Math.abs(d.target - previous) > TARGET_EPS;
       if (changed && !(d.orders && d.orders.length)) out.push(d);

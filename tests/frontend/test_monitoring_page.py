@@ -83,9 +83,6 @@ def test_page_loads_without_errors_and_draws_candles_and_fill_markers(page, serv
     assert coloured_pixels(shot, css_rgb(tab, "--down")) > 50
     assert tab.get_attribute("#link", "data-state") == "live"
     assert console.errors == []
-    target = os.environ.get("PHEMEX_RL_PAGE_SCREENSHOT")
-    if target:  # docs/monitoring-page.png is made this way (see docs/monitoring.md)
-        tab.screenshot(path=target, full_page=True)
 
 
 def test_a_new_bar_and_a_fill_appear_live(page, service):
@@ -138,6 +135,9 @@ def test_clicking_a_fill_on_the_chart_shows_its_decision(page, service):
     )
     tab.click("#journal-close")
     assert console.errors == []
+    target = os.environ.get("PHEMEX_RL_PAGE_SCREENSHOT")
+    if target:  # docs/monitoring-page.png is made this way (see docs/monitoring.md)
+        tab.screenshot(path=target, full_page=True)
 
 
 def _kill_from_the_page(tab, token: str) -> str:
