@@ -33,15 +33,22 @@ async function detailOf(response: Response): Promise<string> {
   }
 }
 
+/** Requests index.html started before this code loaded, by path; each is used once. */
+const early: Record<string, Promise<Response>> =
+  (window as unknown as { __early?: Record<string, Promise<Response>> }).__early ?? {};
+
 /** GET `path` as JSON; ApiError on any failure. */
 export async function getJson<T>(path: string): Promise<T> {
   let response: Response;
+  const started = early[path];
+  delete early[path];
   try {
-    response = await fetch(API_BASE + path, {
-      headers: { Accept: "application/json" },
-      signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
-      cache: "no-store",
-    });
+    response = await (started ??
+      fetch(API_BASE + path, {
+        headers: { Accept: "application/json" },
+        signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
+        cache: "no-store",
+      }));
   } catch (exc) {
     throw new ApiError(path, null, String(exc));
   }

@@ -177,15 +177,9 @@ function redrawCharts(): void {
     chartFromMs = bars[n - chartWindow].bar_ms;
   }
   const shown = bars.slice(chartStart());
-  const first = chartBars === 0;
   chartBars = shown.length;
   priceChart.setBars(shown);
-  // a short history fills the chart; a long one opens on the latest bars
   redrawEquity();
-  if (first && shown.length < 150) {
-    priceChart.chart.timeScale().fitContent();
-    equityChart.chart.timeScale().fitContent();
-  }
   renderMarkers();
 }
 

@@ -86,6 +86,21 @@ describe("buildMarkers", () => {
     expect(markers[0].text).toBe("B 0.25");
   });
 
+  it("builds only the markers of the bars asked for, with the target before them", () => {
+    const m = new MonitorModel(TF);
+    m.setBars([0, 1, 2, 3, 4, 5].map((i) => ({ bar_ms: i * TF, open: 1, high: 2, low: 0.5, close: 1.5, volume: 1 })));
+    m.addDecision({ bar_ms: 0, verdict: "no_trade", target: 0.5, orders: [] });
+    m.addDecision({ bar_ms: 2 * TF, verdict: "no_trade", target: 0.5, orders: [] }); // unchanged
+    m.addDecision({ bar_ms: 3 * TF, verdict: "refused", target: -0.5, orders: [] }); // changed
+    for (const i of [0, 1, 3, 4]) {
+      m.addFill({ exec_id: `e${i}`, kind: "trade", side: "buy", qty: 1, price: 1, fee: 0, time_ms: i * TF + 1 });
+    }
+    const ids = buildMarkers(m, colors, 2 * TF, 3 * TF).map((x) => x.id);
+    // bars 2..3: the fill of bar 3 and the change at bar 3 (bar 2 repeats the target of bar 0)
+    expect(ids).toEqual(["f:e3", `d:${3 * TF}`]);
+    expect(buildMarkers(m, colors).length).toBe(6); // 4 fills + the changes at bars 0 and 3
+  });
+
   it("describes a fill with side, size, price and fee", () => {
     const text = describeFill({ exec_id: "e", kind: "trade", side: "sell", qty: 0.109, price: 86240.1, fee: 5.6886, time_ms: 0 });
     expect(text).toBe("Fill: SELL 0.109 @ 86,240.10 · fee 5.6886 USDT");
