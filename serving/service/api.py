@@ -382,11 +382,21 @@ def create_app(
 
 
 def _mount_page(app: FastAPI, page_dir: Path) -> None:
-    """Serve the monitoring page at ``/``; without a build, ``/`` says how to make one."""
-    if (page_dir / "index.html").is_file():
+    """Serve the monitoring page: ``/`` is its ``index.html``, ``/assets`` its files. Not a
+    catch-all mount at ``/``, which would answer the API's wrong-method requests (``GET /act``
+    must stay 405). Without a build, ``/`` says how to make one."""
+    index = page_dir / "index.html"
+    if index.is_file():
+        from fastapi.responses import FileResponse
         from fastapi.staticfiles import StaticFiles
 
-        app.mount("/", StaticFiles(directory=page_dir, html=True), name="page")
+        if (page_dir / "assets").is_dir():
+            app.mount("/assets", StaticFiles(directory=page_dir / "assets"), name="page-assets")
+
+        @app.get("/", include_in_schema=False)
+        def page() -> FileResponse:
+            return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
         return
 
     @app.get("/", include_in_schema=False)

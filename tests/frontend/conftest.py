@@ -142,9 +142,10 @@ def service(exported_agent, tmp_path_factory) -> Iterator[ServiceProcess]:  # no
         proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium (Playwright cannot download its own browser here)."""
+    """Debian's Chromium (Playwright cannot download its own browser here). Per module: the
+    sync API runs an event loop while open, which later asyncio tests must not inherit."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():

@@ -33,6 +33,9 @@ def test_the_page_is_served_at_the_root_beside_the_api(monkeypatch, tmp_path):
         assert client.get("/status").json() == {"state": "starting", "mode": "paper"}
         assert client.get("/assets/missing.js").status_code == 404
         assert client.get("/../pyproject.toml").status_code == 404
+        # the page is no catch-all: the API's own answers stay (wrong method: 405)
+        assert client.get("/act").status_code == 405
+        assert client.get("/index.html").status_code == 404
 
 
 def test_without_a_build_the_root_says_how_to_make_one(monkeypatch, tmp_path):
