@@ -12,9 +12,18 @@ PEERS_PY := $(PEERS_VENV)/bin/python
 PEERS_REQ := benchmarks/peers/requirements.txt
 PEERS_STAMP := $(PEERS_VENV)/.installed
 
-.PHONY: setup test test-fast demo bench peers-venv lint format clean postgresql
+# The monitoring page (frontend/): npm dependencies from package-lock.json, built by Vite into
+# frontend/dist, which the trading service serves at `/`.
+PAGE := frontend/dist/index.html
+PAGE_SOURCES := $(wildcard frontend/src/*.ts frontend/src/*.css) frontend/index.html \
+	frontend/package-lock.json frontend/tsconfig.json frontend/vite.config.ts
 
-setup: $(STAMP)
+.PHONY: setup test test-fast demo bench peers-venv lint format clean postgresql chromium
+
+setup: $(STAMP) $(PAGE)
+
+$(PAGE): $(PAGE_SOURCES)
+	cd frontend && npm ci --no-audit --no-fund && npm run build
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +40,12 @@ postgresql:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql)
 
-test: setup postgresql
+# The browser tests drive Debian's Chromium (Playwright cannot download its own browser here).
+chromium:
+	@test -x /usr/bin/chromium || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+test: setup postgresql chromium
 	$(PY) -m pytest
 
 test-fast: setup postgresql
@@ -57,6 +71,7 @@ bench: setup peers-venv
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/exchange_latency.py
 	$(PY) benchmarks/data_scale.py
+	$(PY) benchmarks/serving_latency.py
 
 lint: setup
 	$(PY) -m ruff check .
@@ -67,4 +82,4 @@ format: setup
 	$(PY) -m ruff check --fix .
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache build *.egg-info frontend/node_modules frontend/dist

@@ -21,6 +21,8 @@ inside :func:`create_app` from evaluated annotations.)
 ``POST /control/pause``     pause (``{"reason": ...}``), bearer token required
 ``POST /control/resume``    resume after a pause, halt or kill
 ``POST /control/kill``      cancel orders, flatten (reduce-only), halt
+``GET /``                   the operators' monitoring page (``frontend/dist``, built
+                            by ``make setup``)
 ==========================  =====================================================
 
 BentoML serves ``/livez``, ``/readyz`` and ``/metrics`` itself; the service hooks the
@@ -38,6 +40,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
@@ -58,6 +61,8 @@ EVENT_WAIT_S = 15.0
 """Longest wait for new events before the stream sends a keep-alive comment."""
 EVENT_BATCH = 500
 """Events sent per read of the journal when a client resumes far behind."""
+PAGE_DIR = Path(__file__).resolve().parents[2] / "frontend" / "dist"
+"""The monitoring page's static build (``npm run build`` in ``frontend/``)."""
 
 
 class ControlRequest(BaseModel):
@@ -377,7 +382,37 @@ def create_app(
         await _control(_trader_of(rt).kill((body or ControlRequest()).reason))
         return rt.status()
 
+    _mount_page(app, PAGE_DIR)  # last: the API's routes win over the page's files
     return app
+
+
+def _mount_page(app: FastAPI, page_dir: Path) -> None:
+    """Serve the monitoring page: ``/`` is its ``index.html``, ``/assets`` its files. Not a
+    catch-all mount at ``/``, which would answer the API's wrong-method requests (``GET /act``
+    must stay 405). Without a build, ``/`` says how to make one."""
+    index = page_dir / "index.html"
+    if index.is_file():
+        from fastapi.responses import FileResponse
+        from fastapi.staticfiles import StaticFiles
+
+        if (page_dir / "assets").is_dir():
+            app.mount("/assets", StaticFiles(directory=page_dir / "assets"), name="page-assets")
+
+        @app.get("/", include_in_schema=False)
+        def page() -> FileResponse:
+            return FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+        return
+
+    @app.get("/", include_in_schema=False)
+    def page_not_built() -> JSONResponse:
+        return JSONResponse(
+            {
+                "detail": f"the monitoring page is not built ({page_dir}): run `make setup` "
+                "(npm ci && npm run build in frontend/)"
+            },
+            status_code=404,
+        )
 
 
 async def _control(action: Any) -> None:
