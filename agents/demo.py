@@ -22,7 +22,7 @@ DEMO_OVERRIDES = [
 ]
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None, steps: int = 3) -> str:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -53,16 +53,16 @@ def main(argv: list[str] | None = None) -> str:
             *args.overrides,
         ]
     )
-    print(f"[1/3] training PPO for {args.timesteps:,} steps")
+    print(f"[1/{steps}] training PPO for {args.timesteps:,} steps")
     result = train(cfg, run_dir)
     print(
         f"      best validation {result.objective} {result.best_value:.3f} at step "
         f"{result.best_timesteps:,} ({result.seconds:.0f} s)"
     )
-    print("[2/3] backtesting the best checkpoint on the test split")
+    print(f"[2/{steps}] backtesting the best checkpoint on the test split")
     evaluation = evaluate_run(run_dir, split="test", seed=args.seed)
     print_table(evaluation.metrics, evaluation.annualised)
-    print("[3/3] exporting to the BentoML model store")
+    print(f"[3/{steps}] exporting to the BentoML model store")
     tag = export_run(run_dir)
     agent = load_agent(tag)
     print(

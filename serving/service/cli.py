@@ -165,7 +165,7 @@ def _print_urls(url: str, status: dict[str, Any], cfg: Any) -> None:
     print(
         f"\n{cfg.mode.value} trading {status.get('model')} on {status.get('symbol')} "
         f"{status.get('timeframe')} (config {status.get('config_hash')})\n"
-        f"  service   {url}\n"
+        f"  page      {url}/   (the monitoring page)\n"
         f"  status    {url}/status    decisions {url}/decisions    equity {url}/equity\n"
         f"  events    {url}/events    (server-sent events)\n"
         f"  metrics   {url}/metrics   health {url}/livez {url}/readyz\n"

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from agents.demo import main as research_demo
     from serving.service.cli import serve
 
-    tag = research_demo(research)
+    tag = research_demo(research, steps=4)
     print(f"\n[4/4] paper trading {tag} on the loopback exchange at {args.speed:g}x", flush=True)
     state_dir = f"state/demo/{time.strftime('%Y-%m-%d_%H-%M-%S')}"  # a fresh journal per demo
     serve_args = argparse.Namespace(

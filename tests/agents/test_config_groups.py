@@ -10,10 +10,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from omegaconf import DictConfig, OmegaConf
 
 from agents.train import CONF_DIR, compose_train, train
 
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+
+def training_groups() -> list[str]:
+    """The config groups ``conf/train.yaml``'s defaults list selects (``conf/serving/`` and
+    ``hydra/`` are not training options)."""
+    defaults = OmegaConf.load(CONF_DIR / "train.yaml").defaults
+    return sorted(
+        key
+        for entry in defaults
+        if isinstance(entry, DictConfig)
+        for key in entry
+        if (CONF_DIR / key).is_dir()
+    )
+
+
+GROUPS = training_groups()
 OPTIONS = [(group, p.stem) for group in GROUPS for p in sorted((CONF_DIR / group).glob("*.yaml"))]
 BUDGET = ["total_timesteps=512", "eval_freq=512", "agent.n_envs=4", "progress_bar=false"]
 
