@@ -295,14 +295,8 @@ def read_candles(
         DataValidationError: the file breaks a rule (see :func:`validate_candles`).
     """
     path = candles_path(data_dir, exchange, symbol, timeframe)
-    df = _read(
-        path,
-        CANDLE_COLUMNS,
-        f"no {timeframe} candles for {symbol} on {exchange}",
-        filters=_range_filters(start, end),
-    )
-    validate_candles(df, path, timeframe)
-    return _between(df, start, end)
+    what = f"no {timeframe} candles for {symbol} on {exchange}"
+    return _read_candle_file(path, what, timeframe, start, end)
 
 
 def read_funding(
@@ -331,9 +325,24 @@ def write_candles(
     write leaves the previous file intact.
     """
     path = candles_path(data_dir, exchange, symbol, timeframe)
+    return _upsert_candle_file(df, path, timeframe)
+
+
+def _read_candle_file(
+    path: Path, what: str, timeframe: str, start: TimeLike | None, end: TimeLike | None
+) -> pd.DataFrame:
+    """Validated rows of a candle-schema file (candles or mark candles) opening in
+    ``[start, end)``; pyarrow skips the row groups outside the range."""
+    df = _read(path, CANDLE_COLUMNS, what, filters=_range_filters(start, end))
+    validate_candles(df, path, timeframe)
+    return _between(df, start, end)
+
+
+def _upsert_candle_file(df: pd.DataFrame, path: Path, timeframe: str) -> Path:
+    """Validate incoming candle-schema rows, merge them over the file's, replace it atomically."""
     new = _normalise(df, CANDLE_COLUMNS, path)
     validate_candles(new, f"{path} (rows being written)", timeframe)
-    old = read_candles(data_dir, exchange, symbol, timeframe) if path.exists() else None
+    old = _read_candle_file(path, str(path), timeframe, None, None) if path.exists() else None
     _write(_upsert(old, new), path)
     return path
 
@@ -637,11 +646,8 @@ def read_mark_candles(
 ) -> pd.DataFrame:
     """Validated mark-price candles (same schema and rules as :func:`read_candles`)."""
     path = mark_candles_path(data_dir, exchange, symbol, timeframe)
-    df = _read(
-        path, CANDLE_COLUMNS, f"no {timeframe} mark-price candles for {symbol} on {exchange}"
-    )
-    validate_candles(df, path, timeframe)
-    return _between(df, start, end)
+    what = f"no {timeframe} mark-price candles for {symbol} on {exchange}"
+    return _read_candle_file(path, what, timeframe, start, end)
 
 
 def write_mark_candles(
@@ -649,11 +655,7 @@ def write_mark_candles(
 ) -> Path:
     """Upsert mark-price candles (as :func:`write_candles`) and return the file path."""
     path = mark_candles_path(data_dir, exchange, symbol, timeframe)
-    new = _normalise(df, CANDLE_COLUMNS, path)
-    validate_candles(new, f"{path} (rows being written)", timeframe)
-    old = read_mark_candles(data_dir, exchange, symbol, timeframe) if path.exists() else None
-    _write(_upsert(old, new), path)
-    return path
+    return _upsert_candle_file(df, path, timeframe)
 
 
 def _aligned_mark(

@@ -286,19 +286,7 @@ class Journal:
 
     # ---- per bar
     def record_bar(self, account: str, bar: Any) -> None:
-        self._insert_ignore(
-            BARS,
-            {
-                "account": account,
-                "bar_ms": bar.open_ms,
-                "open": bar.open,
-                "high": bar.high,
-                "low": bar.low,
-                "close": bar.close,
-                "volume": bar.volume,
-                "funding_rate": bar.funding_rate,
-            },
-        )
+        self._insert_ignore(BARS, {"account": account, **bar_row(bar)})
 
     def bar(self, account: str, bar_ms: int) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -548,3 +536,17 @@ class Journal:
                 )
             )
         return rows[::-1]
+
+
+def bar_row(bar: Any) -> dict[str, Any]:
+    """A closed bar as the journal stores it and the event stream sends it: open time
+    (``bar_ms``), prices in USDT, volume in contracts, the funding rate settled at its open."""
+    return {
+        "bar_ms": bar.open_ms,
+        "open": bar.open,
+        "high": bar.high,
+        "low": bar.low,
+        "close": bar.close,
+        "volume": bar.volume,
+        "funding_rate": bar.funding_rate,
+    }

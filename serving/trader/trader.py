@@ -41,7 +41,7 @@ from envs.trading_env import EnvLayout
 from serving.trader.drift import DriftMonitor
 from serving.trader.events import EventLog, json_safe
 from serving.trader.execution import AccountSnapshot, Executor
-from serving.trader.journal import IN_FLIGHT, Journal, LeaseHeld, now_ms
+from serving.trader.journal import IN_FLIGHT, Journal, LeaseHeld, bar_row, now_ms
 from serving.trader.metrics import TraderMetrics
 from serving.trader.risk import HALTED, KILLED, PAUSED, RUNNING, RiskManager, RiskState, Trigger
 from serving.trader.settings import TraderSettings
@@ -277,7 +277,7 @@ class Trader:
             self.risk_manager.on_bar()
             self._metrics.bars.inc()
             self.journal.record_bar(self.account, bar)
-            self.events.emit("bar", _bar_dict(bar))
+            self.events.emit("bar", bar_row(bar))
             try:
                 decision = await self._decide_and_trade(bar, started)
                 self._error_bars = 0
@@ -990,18 +990,6 @@ def explain_decision(journal: Journal, account: str, bar_ms: int) -> dict[str, A
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     return json_safe({k: v for k, v in row.items() if k != "account"})
-
-
-def _bar_dict(bar: Bar) -> dict[str, Any]:
-    return {
-        "bar_ms": bar.open_ms,
-        "open": bar.open,
-        "high": bar.high,
-        "low": bar.low,
-        "close": bar.close,
-        "volume": bar.volume,
-        "funding_rate": bar.funding_rate,
-    }
 
 
 def _brief(decision: dict[str, Any]) -> dict[str, Any]:
