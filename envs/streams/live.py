@@ -254,7 +254,8 @@ class CcxtBarStream(BarStream):
 
         ``watch_ohlcv`` resolves on the *next* message: updates that arrived while this stream
         was busy (a REST call, a consumer) wait in the cache, and after the last message of a
-        quiet feed they would wait forever. Reading the cache first closes that gap.
+        quiet feed they would wait forever. Reading the cache first closes that gap, as
+        long as the wait starts with no await in between (see :meth:`_watch`).
         """
         cache = getattr(self.exchange, "ohlcvs", {}).get(self.symbol, {}).get(self.timeframe)
         rows = []
@@ -266,10 +267,14 @@ class CcxtBarStream(BarStream):
 
     async def _watch(self, timeout_s: float) -> Sequence[Sequence[Any]] | None:
         """New candles from the socket; None after an error or ``timeout_s`` of quiet."""
+        # ccxt wakes only a watch_ohlcv already waiting: an update it handles between _step's
+        # cache read and that wait reaches the cache unseen and wakes nobody (on a stepped
+        # clock, nothing else comes until the idle timeout). asyncio.timeout runs
+        # watch_ohlcv in this task, straight on to its wait; Python 3.11's wait_for would
+        # start it in a new task, a loop iteration later - room for ccxt's reader to run.
         try:
-            rows = await asyncio.wait_for(
-                self.exchange.watch_ohlcv(self.symbol, self.timeframe), timeout_s
-            )
+            async with asyncio.timeout(timeout_s):
+                rows = await self.exchange.watch_ohlcv(self.symbol, self.timeframe)
         except TimeoutError:
             self._needs_backfill = True
             return None

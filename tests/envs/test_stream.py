@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import select
 import threading
 import time
 
@@ -159,6 +160,44 @@ async def test_the_last_bar_of_a_quiet_feed_comes_from_rest(data):
             close_bars(server, 2)  # bar START + 2, the data's last, closes: no newer candle
             got = [(await anext(stream)).open_ms for _ in range(2)]
             assert got == data.timestamp[START + 1 : START + 3].tolist()
+        finally:
+            await stream.aclose()
+
+
+def wait_for_socket_data(stream: CcxtBarStream, timeout_s: float = 5.0) -> None:
+    """Block (the event loop too) until bytes wait in the stream's WebSocket, unread."""
+    (client,) = stream.exchange.clients.values()
+    sock = client.connection.get_extra_info("socket")
+    readable, _, _ = select.select([sock], [], [], timeout_s)
+    assert readable, f"no socket update within {timeout_s} s"
+
+
+async def test_an_update_handled_as_the_stream_starts_waiting_wakes_it(data):
+    """ccxt wakes only a ``watch_ohlcv`` already waiting: an update it handles between the
+    stream's cache read and that wait must not be lost. Each round closes a bar, holds the
+    event loop until the update is in the socket, then lets ccxt's reader run a few loop
+    iterations ahead of the stream, so over the rounds ccxt handles the update at each point
+    of the stream's step. With REST out of reach (a 60 s idle timeout), a lost update is a
+    bar that does not come."""
+    with serve(data) as server:
+        stream = live_stream(server, fetch_funding=False, idle_timeout_s=60.0)
+        try:
+            await stream.history(10)
+            for _ in range(2):  # the first bar comes from REST, then the socket subscribes
+                close_bars(server)
+                await asyncio.wait_for(anext(stream), 10)
+            rest_bars = stream.stats.rest_bars
+            for head_start in range(8):
+                close_bars(server)
+                wait_for_socket_data(stream)
+                for _ in range(head_start):
+                    await asyncio.sleep(0)
+                try:
+                    bar = await asyncio.wait_for(anext(stream), 5)
+                except TimeoutError:
+                    pytest.fail(f"bar lost with ccxt's reader {head_start} iterations ahead")
+                assert bar == market_bar(data, START + 3 + head_start)
+            assert stream.stats.rest_bars == rest_bars  # every bar came over the socket
         finally:
             await stream.aclose()
 

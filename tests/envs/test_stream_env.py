@@ -72,9 +72,11 @@ def test_live_env_on_the_loopback_exchange_matches_the_replay_env(data, replay_r
     with ExchangeServer(ReplayMarket(data, funding, clock=clock)) as server:
         client = make_phemex_client(base_url=server.base_url, pro=True, rate_limit=False)
         # On this stepped clock a bar closes only when the test says so: a socket update
-        # lost on the way (seen once in a full run) is recovered by the stream's REST
-        # backfill after 5 s of quiet, as it would be live, instead of after a whole bar
-        # (300 s); a step that still gets nothing fails in a minute instead of hanging.
+        # lost on the way would be recovered by the stream's REST backfill after 5 s of
+        # quiet, as it would be live, instead of after a whole bar (300 s); a step that
+        # still gets nothing fails in a minute instead of hanging. (One was lost once, to
+        # the stream starting its wait a loop iteration late; see
+        # test_an_update_handled_as_the_stream_starts_waiting_wakes_it.)
         stream = CcxtBarStream(client, SYMBOL, "5m", idle_timeout_s=5.0)
         env = LiveTradingEnv(stream, config=CONFIG, step_timeout_s=60.0)
         try:
@@ -88,6 +90,10 @@ def test_live_env_on_the_loopback_exchange_matches_the_replay_env(data, replay_r
                 server.app[WS_FEED].wake()
 
             live = run_live(env, close_next_bar)
+            # The first bar after the history comes from REST (the stream backfills what
+            # closed before it subscribed); every later one must come over the socket. A
+            # lost socket update is recovered by REST and counted here.
+            assert stream.stats.rest_bars == 1, stream.stats
             env.step_timeout_s = 0.3  # the clock stands still: no bar closes
             with pytest.raises(TimeoutError, match="0.3 s"):
                 env.step(1)

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import statistics
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -22,7 +23,7 @@ from envs.client import make_phemex_client
 from serving.exchange.clock import ReplayClock
 from serving.exchange.market import ReplayMarket
 from serving.exchange.server import ExchangeServer
-from serving.exchange.ws import MAX_REFUSED_REQUESTS, REQUEST_BURST, WS_FEED
+from serving.exchange.ws import MAX_REFUSED_REQUESTS, REQUEST_BURST, SNAPSHOT_ATTEMPTS, WS_FEED
 from tests.serving.exchange.conftest import SYMBOL
 
 KEY, SECRET = "paper-key", "paper-secret"
@@ -137,6 +138,52 @@ async def test_subscribers_racing_the_clock_get_a_current_snapshot_then_every_ba
                 assert min(closed) <= newest + 300  # no bar skipped between messages
                 newest = max(newest, *closed)
             await ws.close()
+
+
+@pytest.mark.parametrize("steps_during_builds", [1, SNAPSHOT_ATTEMPTS])
+async def test_bars_closed_while_the_snapshot_is_built_reach_the_subscriber(
+    busy_server, socket, steps_during_builds
+):
+    """The clock closes a bar while each of the first ``steps_during_builds`` off-loop
+    snapshot builds is held in its worker thread, and the pump runs meanwhile: the snapshot
+    the client gets is still current, and the incrementals after it miss no bar."""
+    server, feed = busy_server, busy_server.app[WS_FEED]
+    opens = server.market.data.timestamp
+    build_rows = feed._snapshot_rows
+    started, release = threading.Semaphore(0), threading.Semaphore(0)
+    held = 0
+
+    def held_build(key):  # the worker thread's build, held until the test has stepped
+        nonlocal held
+        if held < steps_during_builds:
+            held += 1
+            started.release()
+            assert release.acquire(timeout=10), "the test never released the build"
+        return build_rows(key)
+
+    feed._snapshot_rows = held_build
+    await socket.send_str(frame(1, "kline_p.subscribe", ["BTCUSDT", 300]))
+    for _ in range(steps_during_builds):
+        assert await asyncio.to_thread(started.acquire, timeout=10)
+        server.market.clock.step()
+        feed.wake()
+        target, deadline = server.market.closed_bars(), time.monotonic() + 10
+        while feed._closed < target:  # the pump has not taken the step yet
+            assert time.monotonic() < deadline, "the pump never read the stepped clock"
+            await asyncio.sleep(0.001)
+        release.release()
+    assert (await reply_to(socket, 1))["result"] == {"status": "success"}
+    snapshot = json.loads(await socket.receive_str())
+    assert snapshot["type"] == "snapshot"
+    newest = snapshot["kline_p"][1][0]  # row 0 is the forming candle
+    assert newest == int(opens[server.market.closed_bars() - 1]) // 1000
+    for _ in range(3):
+        server.market.clock.step()
+        feed.wake()
+        update = json.loads(await asyncio.wait_for(socket.receive_str(), 10))
+        assert update["type"] == "incremental"
+        assert [row[0] for row in update["kline_p"][1:]] == [newest + 300]
+        newest += 300
 
 
 async def test_requests_over_the_rate_are_refused_then_the_connection_is_closed(socket):
