@@ -2,7 +2,7 @@
 against a paper exchange whose clock keeps running. Afterwards no order was placed twice, no
 fill is missing from the journal, and the journal and the exchange agree.
 
-The killed processes run the real trader code from its start: most are forked from a
+The killed processes run the real trader code from its start: 19 are forked from a
 pre-warmed zygote (``zygote.py``: it imports the trader and loads the agent once, and each
 child runs ``python -m serving.trader``'s ``main``), because a cold ``python -m
 serving.trader`` spends seconds importing torch, Stable-Baselines3, ccxt and SQLAlchemy - all
@@ -40,11 +40,14 @@ from .conftest import paper_venue
 
 REPO = Path(__file__).resolve().parents[3]
 KILLS = 20
-"""SIGKILLs of zygote-forked traders; one more kills a trader started by the entry point."""
+"""SIGKILLs, each of a new trader process."""
+COLD_KILL = 13
+"""The kill of a cold ``python -m serving.trader`` (the others kill zygote forks): one armed
+for an order's answer. Of every 5 kills: 1 random, 3 armed, 1 during start-up."""
 BAR_WALL_S = 0.25
 """Wall seconds per 5 m bar of the running replay clock."""
-ORDER_WAIT_S = 4.0
-"""How long an armed kill waits for the trader's next order before killing at once."""
+ORDER_WAIT_S = 3.0
+"""How long an armed kill waits for the trader's next order (12 bars) before killing at once."""
 IN_FLIGHT = ("intent", "sent", "unknown")
 """Journal states of an order with an intent and no outcome yet."""
 
@@ -130,9 +133,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     trapped: dict[str, str] = {}  # client id in flight at a trapped kill -> where it landed
     kills_in_flight = 0
     try:
-        for kill in range(KILLS + 1):
+        for kill in range(KILLS):
             path = run_file(tmp_path, server.base_url, exported_agent.tag)
-            if kill < KILLS:
+            if kill != COLD_KILL:
                 pid = ask(f"run {path}")
             else:  # a cold start through the real entry point, killed the same way
                 with Path(f"{path}.log").open("wb") as log:
@@ -148,12 +151,12 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
             else:  # while trading: after its first decision, at random or in an order
                 wait_for_decisions(journal, path)
                 time.sleep(rng.uniform(0.0, 1.0))
-                if kill % 5 in (1, 3) or kill == KILLS:
+                if kill % 5 in (1, 2, 3):
                     where = kill_within_next_order(pid, ("arrival", "answer")[kill % 2])
                 else:
                     os.kill(pid, signal.SIGKILL)
                     where = "random"
-            status = real.wait(30) if kill == KILLS else ask(f"wait {pid}")
+            status = real.wait(30) if kill == COLD_KILL else ask(f"wait {pid}")
             assert status == -signal.SIGKILL, Path(f"{path}.log").read_text()[-3000:]
             landed[where] += 1
             flying = in_flight(journal_file)  # the dead trader's journal, as it left it
@@ -225,7 +228,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
 
     # the orders caught in flight were settled by a later start-up, each as the exchange had
     # it: a dropped request never placed, an unanswered one filled - and neither sent again
-    assert trapped, f"no armed kill caught an order in {ORDER_WAIT_S} s: {dict(landed)}"
+    assert len(trapped) >= 3, f"armed kills that caught an order: {dict(landed)}"
     for cid, where in trapped.items():
         expected = "not_placed" if where == "arrival" else "filled"
         assert by_id[cid]["status"] == expected and by_id[cid]["sends"] == 1, (where, by_id[cid])
@@ -237,7 +240,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         if m["kind"] == "order_settled"
     )
     print(
-        f"\ncrash run: {KILLS + 1} SIGKILLs ({dict(landed)}), {kills_in_flight} with an order in "
+        f"\ncrash run: {KILLS} SIGKILLs ({dict(landed)}), {kills_in_flight} with an order in "
         f"flight; {len(orders)} orders intended, {len(exchange_orders)} on the exchange, "
         f"{len(executions)} fills; settled after a crash: {settled}; never placed: "
         f"{len(never_arrived)}; duplicates: 0; lost fills: 0"
