@@ -67,7 +67,8 @@ def agent(exported_agent) -> LoadedAgent:
 
 @dataclass
 class PaperVenue:
-    """A paper exchange on a stepped clock standing at the close of bar ``start``."""
+    """A paper exchange whose replay clock (stepped or running) opened at the close of bar
+    ``start``."""
 
     server: ExchangeServer
     clock: ReplayClock
