@@ -14,11 +14,18 @@ of every measurement is read directly:
    answers the service's order for that bar (an aiohttp response hook on the exchange), over
    the bars on which the agent trades.
 3. **Crash run**: the running clock replays bars at high speed while the service's worker is
-   SIGKILLed at random moments ``--crashes`` times (BentoML's arbiter starts a new one, which
-   reconciles and trades on); then the journal is compared with the exchange: orders the
-   exchange holds twice for one client id (duplicates), and exchange fills missing from the
-   journal (lost fills).
+   SIGKILLed ``--crashes`` times (BentoML's arbiter starts a new one, which reconciles and
+   trades on). Each kill waits until the new worker has handled a bar, then a random 0-1 s,
+   then lands either at once or - for ``--order-kill-share`` of them - armed for the next
+   order's round trip on the exchange (its arrival, dropping the request, or its answer): the
+   window between the journaled intent and the journaled outcome, that a uniformly random
+   moment rarely hits. Right after each kill the journal's file is read with sqlite3 (not the
+   journal's code) for orders in flight. At the end the exchange's own books are compared
+   with the journal's file: orders the exchange holds twice for one client id (duplicates),
+   exchange fills missing from the journal (lost fills), orders the journal never intended.
+   The worker's cold start dominates each kill's time; ``kill -> trading`` measures it.
 
+``--only act|bar|crash`` (repeatable) runs some sections; the default runs all three.
 Targets: ``/act`` p99 under 10 ms; bar -> order p99 under 30 ms; 0 duplicates and 0 lost
 fills. Writes ``benchmarks/results/serving_latency.json``.
 """
@@ -26,6 +33,7 @@ fills. Writes ``benchmarks/results/serving_latency.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -50,6 +58,7 @@ TARGET_BAR_TO_ORDER_P99_MS = 30.0
 START_BAR = 3000
 """The exchange opens at this bar's close: enough history for any agent's warm-up."""
 ACCOUNT = "bench"
+SECTIONS = ("act", "bar", "crash")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,7 +93,7 @@ def tiny_agent(home: Path) -> str:
 class Exchange:
     """The loopback exchange in this process, with the wall time of every order answer."""
 
-    def __init__(self, speed: float | None, slippage_bps: float) -> None:
+    def __init__(self, speed: float | None, slippage_bps: float, killer: Killer | None = None):
         from envs.account import SlippageModel
         from envs.data.store import load_market_data, read_funding, sample_data_dir
         from serving.exchange.clock import ReplayClock
@@ -104,6 +113,8 @@ class Exchange:
         self.order_answers: list[tuple[float, int]] = []  # (perf_counter, http status)
         self.answered = threading.Event()
         self.server.app.on_response_prepare.append(self._on_response)
+        if killer is not None:
+            killer.trap.install(self.server.app)
         self.server.start()
 
     async def _on_response(self, request: Any, response: Any) -> None:
@@ -148,12 +159,15 @@ class Service:
             "PHEMEX_RL_SERVE_OVERRIDES": json.dumps(overrides),
         }
         bentoml = str(Path(sys.executable).with_name("bentoml"))
+        state.mkdir(parents=True, exist_ok=True)
+        self.log_path = state / "service.log"
+        log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [bentoml, "serve", "serving.service.service:TraderService", "--port", str(self.port)],
             cwd=REPO,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.url = f"http://127.0.0.1:{self.port}"
@@ -328,59 +342,154 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
 
 
 # --------------------------------------------------------------------------- 3. crash run
+IN_FLIGHT_STATES = ("intent", "sent", "unknown")
+"""Journal states of an order whose intent is written and whose outcome is not: read from the
+journal's SQLite file with the standard library, not through the journal's code."""
+
+
+class Killer:
+    """SIGKILLs the service's worker, either at once or armed for the next order's round trip
+    on the exchange (:class:`serving.exchange.faults.OrderTrap`, at the request's arrival or
+    at its answer, picked at random) - the window between the journaled intent and the
+    journaled outcome, which a uniformly random moment rarely hits (the order call takes
+    milliseconds of each bar)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        from serving.exchange.faults import OrderTrap
+
+        self.rng = rng
+        self.trap = OrderTrap()
+
+    def kill(self, pid: int, wait_for_order_s: float) -> str:
+        """Kill ``pid`` within the next order's round trip (``wait_for_order_s`` > 0; at once
+        when no order comes in that time) or at once; returns where the kill landed."""
+        if wait_for_order_s > 0:
+            moment = self.rng.choice(self.trap.MOMENTS)
+            self.trap.arm(moment, lambda: os.kill(pid, signal.SIGKILL))
+            if self.trap.wait(wait_for_order_s):
+                return f"order {moment}"
+        os.kill(pid, signal.SIGKILL)
+        return "random moment"
+
+
+def orders_in_flight(journal_file: Path) -> list[str]:
+    """Client ids whose intent the journal holds without an outcome (read with sqlite3)."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{journal_file}?mode=ro", uri=True, timeout=30) as db:
+        rows = db.execute(
+            f"SELECT client_id FROM orders WHERE account = ? AND status IN "
+            f"({','.join('?' * len(IN_FLIGHT_STATES))})",
+            (ACCOUNT, *IN_FLIGHT_STATES),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
 def crash_run(
-    home: Path, tag: str, agent: Any, crashes: int, tmp: Path, seed: int, budget_s: float | None
+    home: Path,
+    tag: str,
+    agent: Any,
+    crashes: int,
+    tmp: Path,
+    seed: int,
+    budget_s: float | None,
+    order_kill_share: float,
+    order_wait_s: float,
 ) -> dict:
+    import psutil  # a BentoML dependency
+
     from serving.exchange.accounts import DEFAULT_ACCOUNT
     from serving.exchange.orders import TradeType
-    from serving.trader.journal import Journal
 
     rng = random.Random(seed)
     # 600x: a 5m bar every 0.5 s, so each life of the worker trades a few bars
-    exchange = Exchange(speed=600.0, slippage_bps=agent.env_config.slippage_bps)
+    killer = Killer(rng)
+    exchange = Exchange(speed=600.0, slippage_bps=agent.env_config.slippage_bps, killer=killer)
     state = tmp / "crash-state"
+    journal_file = state / "journal.sqlite"
     service = Service(
         home, tag, exchange.server.base_url, state, ["reconcile_every_s=5", "exchange.speed=600"]
     )
     started = time.monotonic()
     killed = 0
+    landed: Counter[str] = Counter()
+    in_flight_at_kill: set[str] = set()
+    kills_with_order_in_flight = 0
+    restart_s: list[float] = []  # SIGKILL -> the next worker handled a bar
+    last_kill = started
     try:
         for _ in range(crashes):
             if budget_s is not None and time.monotonic() - started > budget_s:
                 print(f"  time budget of {budget_s:.0f} s spent after {killed} SIGKILLs")
                 break
             service.wait_trading()  # this life has handled a bar: it is in the loop
+            if killed:
+                restart_s.append(time.monotonic() - last_kill)
+            pid = service.worker_pid()
             time.sleep(rng.uniform(0.0, 1.0))  # anywhere: mid-order, mid-journal, idle
-            os.kill(service.worker_pid(), signal.SIGKILL)
+            wait_for_order = order_wait_s if rng.random() < order_kill_share else 0.0
+            landed[killer.kill(pid, wait_for_order)] += 1
+            last_kill = time.monotonic()
             killed += 1
-            time.sleep(0.2)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).wait(10)
+            # the worker is dead and its successor still importing: the journal as it was left
+            flying = orders_in_flight(journal_file) if journal_file.exists() else []
+            kills_with_order_in_flight += bool(flying)
+            in_flight_at_kill.update(flying)
             if killed % 10 == 0:
-                print(f"  {killed} SIGKILLs ({time.monotonic() - started:.0f} s)", flush=True)
+                print(
+                    f"  {killed} SIGKILLs ({time.monotonic() - started:.0f} s, "
+                    f"{kills_with_order_in_flight} with an order in flight)",
+                    flush=True,
+                )
         service.wait_reconciled()
         time.sleep(3.0)  # a few bars after the last restart: in-flight orders settle
     finally:
         service.stop()
-    # the exchange keeps running: compare after the service stopped gracefully
+    # the exchange keeps running: compare after the service stopped gracefully. The
+    # exchange's own books, and the journal's file read with sqlite3 (not the journal's code)
+    import sqlite3
+
     engine = exchange.server.engine
     key = DEFAULT_ACCOUNT.api_key
     orders = engine.closed_orders(key) + engine.open_orders(key)
     per_client_id = Counter(o.cl_ord_id for o in orders if o.cl_ord_id)
     duplicates = sum(n - 1 for n in per_client_id.values() if n > 1)
     fills = {e.exec_id for e in engine.executions(key, trade_types=[TradeType.TRADE])}
-    journal = Journal(f"sqlite:///{state / 'journal.sqlite'}")
-    journaled = {f["exec_id"] for f in journal.fills(ACCOUNT, limit=1_000_000)}
-    decisions = len(journal.decisions(ACCOUNT, limit=1_000_000))
-    journal.close()
+    with sqlite3.connect(f"file:{journal_file}?mode=ro", uri=True) as db:
+        journaled = {
+            r[0] for r in db.execute("SELECT exec_id FROM fills WHERE account = ?", (ACCOUNT,))
+        }
+        (decisions,) = db.execute(
+            "SELECT count(*) FROM decisions WHERE account = ?", (ACCOUNT,)
+        ).fetchone()
+        final = dict(
+            db.execute(
+                "SELECT client_id, status FROM orders WHERE account = ?", (ACCOUNT,)
+            ).fetchall()
+        )
     exchange.stop()
+    on_exchange = set(per_client_id)
     return {
         "sigkills": killed,
         "seconds": time.monotonic() - started,
+        "restart_p50_s": percentile(restart_s, 50),
+        "restart_max_s": max(restart_s) if restart_s else float("nan"),
+        "kills_by_moment": dict(landed),
+        "kills_with_an_order_in_flight": kills_with_order_in_flight,
+        "in_flight_orders_placed": len(in_flight_at_kill & on_exchange),
+        "in_flight_orders_not_placed": len(in_flight_at_kill - on_exchange),
+        "in_flight_orders_unsettled": sum(
+            final.get(c) in IN_FLIGHT_STATES for c in in_flight_at_kill
+        ),
         "orders_on_exchange": len(orders),
         "fills_on_exchange": len(fills),
         "fills_in_journal": len(journaled & fills),
         "decisions": decisions,
         "duplicates": duplicates,
         "lost_fills": len(fills - journaled),
+        "orders_never_intended": len(on_exchange - set(final)),
     }
 
 
@@ -397,8 +506,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--crash-budget-s", type=float, help="stop killing after this many seconds (slow machines)"
     )
+    parser.add_argument(
+        "--order-kill-share",
+        type=float,
+        default=0.5,
+        help="share of the kills armed for the next order's round trip (the rest: a random "
+        "moment); 0 kills only at random moments",
+    )
+    parser.add_argument(
+        "--order-wait-s",
+        type=float,
+        default=5.0,
+        help="how long an armed kill waits for the next order (10 bars of the crash run's "
+        "clock) before killing at once",
+    )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only this section (repeatable; default: all three)",
+    )
     args = parser.parse_args(argv)
+    sections = args.only or list(SECTIONS)
     os.environ["BENTOML_DO_NOT_TRACK"] = "true"
 
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp_name:
@@ -419,58 +549,78 @@ def main(argv: list[str] | None = None) -> None:
         agent = load_agent(tag)
         print(f"agent {tag}", flush=True)
 
-        exchange = Exchange(speed=1.0, slippage_bps=agent.env_config.slippage_bps)
-        service = Service(home, tag, exchange.server.base_url, tmp / "act-state", [])
-        try:
-            service.wait_ready()
-            act = bench_act(service, agent, args.requests, args.seconds)
-        finally:
-            service.stop()
-            exchange.stop()
-        table = Table(["POST /act", "p50 ms", "p99 ms", "req/s (4 clients)"], float_fmt=",.2f")
-        table.add_row("HTTP (bentoml serve)", act["http_p50_ms"], act["http_p99_ms"],
-                      act["http_requests_per_s_4_clients"])  # fmt: skip
-        table.add_row("GET /livez (BentoML's own route)", act["livez_p50_ms"],
-                      act["livez_p99_ms"], "")  # fmt: skip
-        table.add_row("agent.predict in process", act["in_process_p50_ms"],
-                      act["in_process_p99_ms"], "")  # fmt: skip
-        print(table.render())
-        print(
-            f"/act p50 is {act['http_p50_ms'] / act['livez_p50_ms']:.1f}x BentoML's bare route and "
-            f"{act['http_p50_ms'] / act['in_process_p50_ms']:.0f}x the in-process predict; p99 target {TARGET_ACT_P99_MS:g} ms: "
-            f"{'met' if act['http_p99_ms'] < TARGET_ACT_P99_MS else 'MISSED'}\n",
-            flush=True,
-        )
+        results: dict[str, Any] = {"agent": tag}
+        if "act" in sections:
+            exchange = Exchange(speed=1.0, slippage_bps=agent.env_config.slippage_bps)
+            service = Service(home, tag, exchange.server.base_url, tmp / "act-state", [])
+            try:
+                service.wait_ready()
+                act = bench_act(service, agent, args.requests, args.seconds)
+            finally:
+                service.stop()
+                exchange.stop()
+            table = Table(["POST /act", "p50 ms", "p99 ms", "req/s (4 clients)"], float_fmt=",.2f")
+            table.add_row("HTTP (bentoml serve)", act["http_p50_ms"], act["http_p99_ms"],
+                          act["http_requests_per_s_4_clients"])  # fmt: skip
+            table.add_row("GET /livez (BentoML's own route)", act["livez_p50_ms"],
+                          act["livez_p99_ms"], "")  # fmt: skip
+            table.add_row("agent.predict in process", act["in_process_p50_ms"],
+                          act["in_process_p99_ms"], "")  # fmt: skip
+            print(table.render())
+            print(
+                f"/act p50 is {act['http_p50_ms'] / act['livez_p50_ms']:.1f}x BentoML's bare route and "
+                f"{act['http_p50_ms'] / act['in_process_p50_ms']:.0f}x the in-process predict; p99 target {TARGET_ACT_P99_MS:g} ms: "
+                f"{'met' if act['http_p99_ms'] < TARGET_ACT_P99_MS else 'MISSED'}\n",
+                flush=True,
+            )
 
-        bar = bench_bar_to_order(home, tag, agent, args.bars, tmp)
-        table = Table(["bar close -> order ack", "bars", "orders", "p50 ms", "p99 ms", "max ms"],
-                      float_fmt=",.2f")  # fmt: skip
-        table.add_row("loopback exchange", bar["bars"], bar["bars_with_an_order"],
-                      bar["p50_ms"], bar["p99_ms"], bar["max_ms"])  # fmt: skip
-        print(table.render())
-        print(
-            f"p99 target {TARGET_BAR_TO_ORDER_P99_MS:g} ms: "
-            f"{'met' if bar['p99_ms'] < TARGET_BAR_TO_ORDER_P99_MS else 'MISSED'}\n",
-            flush=True,
-        )
+            results["act"] = act
+        if "bar" in sections:
+            bar = bench_bar_to_order(home, tag, agent, args.bars, tmp)
+            table = Table(["bar close -> order ack", "bars", "orders", "p50 ms", "p99 ms", "max ms"],
+                          float_fmt=",.2f")  # fmt: skip
+            table.add_row("loopback exchange", bar["bars"], bar["bars_with_an_order"],
+                          bar["p50_ms"], bar["p99_ms"], bar["max_ms"])  # fmt: skip
+            print(table.render())
+            print(
+                f"p99 target {TARGET_BAR_TO_ORDER_P99_MS:g} ms: "
+                f"{'met' if bar['p99_ms'] < TARGET_BAR_TO_ORDER_P99_MS else 'MISSED'}\n",
+                flush=True,
+            )
 
-        print(f"crash run: {args.crashes} SIGKILLs of the service's worker ...", flush=True)
-        crash = crash_run(home, tag, agent, args.crashes, tmp, args.seed, args.crash_budget_s)
-        table = Table(["crash run", "SIGKILLs", "orders", "fills", "decisions", "duplicates",
-                       "lost fills"])  # fmt: skip
-        table.add_row("service worker", crash["sigkills"], crash["orders_on_exchange"],
-                      crash["fills_on_exchange"], crash["decisions"], crash["duplicates"],
-                      crash["lost_fills"])  # fmt: skip
-        print(table.render())
-        print(f"({crash['seconds']:.0f} s); target 0 duplicates and 0 lost fills: "
-              f"{'met' if crash['duplicates'] == 0 and crash['lost_fills'] == 0 else 'MISSED'}")  # fmt: skip
+            results["bar_to_order"] = bar
+        if "crash" in sections:
+            print(f"crash run: {args.crashes} SIGKILLs of the service's worker ...", flush=True)
+            crash = crash_run(home, tag, agent, args.crashes, tmp, args.seed,
+                              args.crash_budget_s, args.order_kill_share,
+                              args.order_wait_s)  # fmt: skip
+            table = Table(["crash run", "SIGKILLs", "with an order in flight", "orders", "fills",
+                           "decisions", "duplicates", "lost fills"])  # fmt: skip
+            table.add_row("service worker", crash["sigkills"],
+                          crash["kills_with_an_order_in_flight"], crash["orders_on_exchange"],
+                          crash["fills_on_exchange"], crash["decisions"], crash["duplicates"],
+                          crash["lost_fills"])  # fmt: skip
+            print(table.render())
+            moments = ", ".join(f"{n} at {k}" for k, n in sorted(crash["kills_by_moment"].items()))
+            print(
+                f"kills landed: {moments}; orders in flight at a kill: "
+                f"{crash['in_flight_orders_placed']} reached the exchange, "
+                f"{crash['in_flight_orders_not_placed']} never did, "
+                f"{crash['in_flight_orders_unsettled']} left unsettled at the end; "
+                f"orders on the exchange the journal never intended: "
+                f"{crash['orders_never_intended']}; "
+                f"kill -> next worker trading: p50 {crash['restart_p50_s']:.1f} s, "
+                f"max {crash['restart_max_s']:.1f} s"
+            )
+            print(f"({crash['seconds']:.0f} s); target 0 duplicates and 0 lost fills: "
+                  f"{'met' if crash['duplicates'] == 0 and crash['lost_fills'] == 0 else 'MISSED'}")  # fmt: skip
+            results["crash"] = crash
 
     load = os.getloadavg()
     print(f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
-    write_json(
-        RESULTS,
-        {"agent": tag, "act": act, "bar_to_order": bar, "crash": crash, "loadavg": list(load)},
-    )
+    if args.only and RESULTS.exists():  # keep the sections not run this time
+        results = {**json.loads(RESULTS.read_text()), **results}
+    write_json(RESULTS, {**results, "loadavg": list(load)})
     print(f"wrote {RESULTS.relative_to(REPO)}")
 
 

@@ -181,3 +181,74 @@ def fault_middleware(faults: FaultConfig) -> Callable[[web.Request, Handler], Aw
         return await handler(request)
 
     return middleware
+
+
+ORDER_PATHS = ("/g-orders", "/g-orders/create")
+"""Where ccxt places a USDT-perpetual order (POST; PUT for the create variant)."""
+
+
+class OrderTrap:
+    """Runs a caller's action at one moment of the next order placement, once:
+
+    - ``"arrival"``: the request has reached the exchange; after the action the exchange
+      drops it (answers 503 to a client that is gone), so the order never exists;
+    - ``"answer"``: the exchange has placed the order and is about to answer.
+
+    Crash tests arm it to SIGKILL the client between the intent it journaled and the outcome
+    it would journal - a window of milliseconds per bar that a random moment rarely hits.
+    Thread-safe: armed from the test's thread, fired on the server's. :meth:`install` it on
+    the server's app before the server starts.
+    """
+
+    MOMENTS = ("arrival", "answer")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._armed: tuple[str, Callable[[], None]] | None = None
+        self._fired = threading.Event()
+
+    def install(self, app: web.Application) -> None:
+        app.middlewares.insert(0, self._middleware)
+        app.on_response_prepare.append(self._on_answer)
+
+    def arm(self, moment: str, action: Callable[[], None]) -> None:
+        if moment not in self.MOMENTS:
+            raise ValueError(f"moment={moment!r}: one of {self.MOMENTS}")
+        with self._lock:
+            self._fired.clear()
+            self._armed = (moment, action)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the armed action to run, then disarm; whether it ran."""
+        if self._fired.wait(timeout_s):
+            return True
+        with self._lock:
+            if self._armed is not None:
+                self._armed = None
+                return False
+        return self._fired.wait()  # it fired as the wait ran out: it is finishing
+
+    def _fire(self, moment: str) -> bool:
+        with self._lock:
+            if self._armed is None or self._armed[0] != moment:
+                return False
+            action, self._armed = self._armed[1], None
+        try:
+            action()
+        finally:
+            self._fired.set()
+        return True
+
+    @staticmethod
+    def _is_order(request: web.BaseRequest) -> bool:
+        return request.method in ("POST", "PUT") and request.path in ORDER_PATHS
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._is_order(request) and self._fire("arrival"):
+            return fault_response(503)
+        return await handler(request)
+
+    async def _on_answer(self, request: web.BaseRequest, response: web.StreamResponse) -> None:
+        if self._is_order(request):
+            self._fire("answer")

@@ -1,5 +1,6 @@
-"""Shared fixtures of the paper-exchange tests: the bundled 5 m sample, a stepped clock and a
-running loopback exchange with its ccxt client."""
+"""Shared fixtures of the paper-exchange tests: a stepped clock over the bundled 5 m sample
+(``sample_5m``, ``sample_funding``: tests/serving/conftest.py) and a running loopback
+exchange with its ccxt client."""
 
 from __future__ import annotations
 
@@ -8,24 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from envs.client import make_phemex_client
-from envs.data.store import load_market_data, read_funding, sample_data_dir
 from serving.exchange.clock import ReplayClock
 from serving.exchange.market import ReplayMarket
 from serving.exchange.server import ExchangeServer
+from tests.serving.conftest import SYMBOL as SYMBOL  # re-exported to the tests here
 
-SYMBOL = "BTC/USDT:USDT"
 START_BAR = 300
 """The paper exchange's clock starts at the close of this bar (its history is readable)."""
-
-
-@pytest.fixture(scope="session")
-def sample_5m():
-    return load_market_data(SYMBOL, "5m")
-
-
-@pytest.fixture(scope="session")
-def sample_funding():
-    return read_funding(sample_data_dir(), "binance_usdm", SYMBOL)
 
 
 @pytest.fixture

@@ -27,13 +27,6 @@ def client(runtime):
         yield c
 
 
-@pytest.fixture(scope="module")
-def sample():
-    from envs.data.store import load_market_data
-
-    return load_market_data("BTC/USDT:USDT", "5m")
-
-
 def _bars(market, stop: int, n: int) -> list[dict]:
     return [
         {
@@ -66,17 +59,17 @@ def test_act_answers_what_the_policy_itself_answers(client, loaded_agent):
     assert many["target_exposure"] == [[-1.0, 0.0, 1.0][a] for a in expected]
 
 
-def test_act_on_bars_sees_what_the_backtest_env_sees(client, loaded_agent, runtime, sample):
+def test_act_on_bars_sees_what_the_backtest_env_sees(client, loaded_agent, runtime, sample_5m):
     """The observation built from recent bars equals the replay env's at the same bar
     (flat account), so the API answers what the backtest would have done."""
-    env = loaded_agent.make_env(sample)
+    env = loaded_agent.make_env(sample_5m)
     t = 2000
     env_obs, _ = env.reset(options={"start": t})
     built = runtime.policy.observation_from_bars(
-        [_bar_model(b) for b in _bars(sample, t + 1, runtime.policy.min_bars)], _flat()
+        [_bar_model(b) for b in _bars(sample_5m, t + 1, runtime.policy.min_bars)], _flat()
     )
     np.testing.assert_allclose(built, env_obs, rtol=0, atol=1e-4)
-    response = client.post("/act", json={"bars": _bars(sample, t + 1, runtime.policy.min_bars)})
+    response = client.post("/act", json={"bars": _bars(sample_5m, t + 1, runtime.policy.min_bars)})
     assert response.status_code == 200, response.text
     assert response.json()["action"] == int(
         loaded_agent.model.predict(env_obs, deterministic=True)[0]
@@ -130,8 +123,8 @@ def test_nan_and_infinity_are_refused_with_their_position(client, runtime):
     assert response.status_code == 422 and "observation[0][7] is inf" in response.text
 
 
-def test_bad_bars_are_named(client, runtime, sample):
-    bars = _bars(sample, 2001, runtime.policy.min_bars)
+def test_bad_bars_are_named(client, runtime, sample_5m):
+    bars = _bars(sample_5m, 2001, runtime.policy.min_bars)
     cases = [
         (lambda b: b[3].update(close=-1.0), "bars[3]: prices must be > 0"),
         (lambda b: b[4].update(timestamp=b[3]["timestamp"]), "bars[4].timestamp"),

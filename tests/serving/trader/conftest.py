@@ -1,5 +1,6 @@
-"""Shared fixtures of the trader tests: one tiny exported PPO agent per session, the bundled
-5 m sample, a paper exchange on a stepped clock and helpers to run a trader on it."""
+"""Shared fixtures of the trader tests: one tiny exported PPO agent per session, a paper
+exchange over the bundled 5 m sample (``sample_5m``, ``sample_funding``:
+tests/serving/conftest.py) on a stepped or running clock, and helpers to run a trader on it."""
 
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ import pytest
 
 from agents.bundle import LoadedAgent, load_bundle
 from envs.client import make_phemex_client
-from envs.data.store import load_market_data, read_funding, sample_data_dir
 from serving.exchange.clock import ReplayClock
+from serving.exchange.faults import OrderTrap
 from serving.exchange.market import ReplayMarket
 from serving.exchange.ratelimit import RateLimitConfig
 from serving.exchange.server import ExchangeServer
 from serving.trader import RiskLimits, Trader, TraderSettings
 from serving.trader.streams import SteppedReplayStream
 from tests.agents.conftest import run_python, tiny_train
+from tests.serving.conftest import SYMBOL as SYMBOL  # re-exported to the tests here
 
-SYMBOL = "BTC/USDT:USDT"
 START = 9000
 """Index of the first bar the trader decides on: 9,000 bars of history are readable."""
 
@@ -64,19 +65,10 @@ def agent(exported_agent) -> LoadedAgent:
     return exported_agent.load()
 
 
-@pytest.fixture(scope="session")
-def sample_5m():
-    return load_market_data(SYMBOL, "5m")
-
-
-@pytest.fixture(scope="session")
-def sample_funding():
-    return read_funding(sample_data_dir(), "binance_usdm", SYMBOL)
-
-
 @dataclass
 class PaperVenue:
-    """A paper exchange on a stepped clock standing at the close of bar ``start``."""
+    """A paper exchange whose replay clock (stepped or running) opened at the close of bar
+    ``start``."""
 
     server: ExchangeServer
     clock: ReplayClock
@@ -105,11 +97,21 @@ class PaperVenue:
 
 
 def paper_venue(
-    sample_5m, sample_funding, agent, start: int = START, faults=None, rate_limits=None
+    sample_5m,
+    sample_funding,
+    agent,
+    start: int = START,
+    faults=None,
+    rate_limits=None,
+    bar_wall_s: float | None = None,
+    trap: OrderTrap | None = None,
 ) -> PaperVenue:
-    """A paper exchange (Phemex's rate limits lifted unless given) on a stepped clock."""
+    """A paper exchange (Phemex's rate limits lifted unless given) whose clock stands at the
+    close of bar ``start``: stepped by the test, or running at one bar per ``bar_wall_s``
+    wall seconds. ``trap`` is installed before it starts."""
     tf = sample_5m.timeframe_ms
-    clock = ReplayClock(int(sample_5m.timestamp[start]) + tf, tf)
+    speed = None if bar_wall_s is None else tf / 1000 / bar_wall_s
+    clock = ReplayClock(int(sample_5m.timestamp[start]) + tf, tf, speed=speed)
     market = ReplayMarket(sample_5m, sample_funding, clock=clock)
     server = ExchangeServer(
         market,
@@ -117,6 +119,8 @@ def paper_venue(
         slippage=agent.env_config.slippage_model(),
         rate_limits=rate_limits or RateLimitConfig(contract=100_000, others=100_000),
     )
+    if trap is not None:
+        trap.install(server.app)
     return PaperVenue(server.start(), clock, start)
 
 

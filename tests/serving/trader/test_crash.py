@@ -1,6 +1,21 @@
 """Crash: the trader process is SIGKILLed at random moments and restarted, again and again,
 against a paper exchange whose clock keeps running. Afterwards no order was placed twice, no
-fill is missing from the journal, and the journal and the exchange agree."""
+fill is missing from the journal, and the journal and the exchange agree.
+
+The killed processes run the real trader code from its start: 19 are forked from a
+pre-warmed zygote (``zygote.py``: it imports the trader and loads the agent once, and each
+child runs ``python -m serving.trader``'s ``main``), because a cold ``python -m
+serving.trader`` spends seconds importing torch, Stable-Baselines3, ccxt and SQLAlchemy - all
+of which the trader uses, so lazy imports cannot save them. One killed run and the last,
+clean run go through the real entry point as a fresh interpreter.
+
+Kill moments: during start-up (loading, lease, reconciliation); a random moment after the
+run's first decision; or, armed through the exchange's :class:`OrderTrap`, within the next
+order's round trip - at its arrival (the request dies with its sender: the order never
+exists) or at its answer (the order exists, the trader never hears back). Those land between
+the journaled intent and the journaled outcome, which random moments rarely hit; the journal
+is read at each kill (with sqlite3, not the journal's code) to count the orders in flight.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +23,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,19 +32,24 @@ from pathlib import Path
 
 import pytest
 
-from serving.exchange.clock import ReplayClock
-from serving.exchange.market import ReplayMarket
+from serving.exchange.faults import OrderTrap
 from serving.exchange.orders import TradeType
-from serving.exchange.ratelimit import RateLimitConfig
-from serving.exchange.server import ExchangeServer
 from serving.trader.journal import FINAL, Journal
 
-from .conftest import START
+from .conftest import paper_venue
 
 REPO = Path(__file__).resolve().parents[3]
 KILLS = 20
+"""SIGKILLs, each of a new trader process."""
+COLD_KILL = 13
+"""The kill of a cold ``python -m serving.trader`` (the others kill zygote forks): one armed
+for an order's answer. Of every 5 kills: 1 random, 3 armed, 1 during start-up."""
 BAR_WALL_S = 0.25
 """Wall seconds per 5 m bar of the running replay clock."""
+ORDER_WAIT_S = 3.0
+"""How long an armed kill waits for the trader's next order (12 bars) before killing at once."""
+IN_FLIGHT = ("intent", "sent", "unknown")
+"""Journal states of an order with an intent and no outcome yet."""
 
 
 def run_file(tmp_path: Path, base_url: str, tag: str, **trader) -> Path:
@@ -66,24 +87,31 @@ def wait_for_decisions(journal: Journal, run_path: Path) -> None:
     raise AssertionError(Path(f"{run_path}.log").read_text()[-3000:])
 
 
+def in_flight(journal_file: Path) -> set[str]:
+    """Client ids the journal holds an intent but no outcome for (read with sqlite3)."""
+    with sqlite3.connect(f"file:{journal_file}?mode=ro", uri=True, timeout=30) as db:
+        rows = db.execute(
+            f"SELECT client_id FROM orders WHERE status IN ({','.join('?' * len(IN_FLIGHT))})",
+            IN_FLIGHT,
+        )
+        return {r[0] for r in rows}
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     exported_agent, agent, sample_5m, sample_funding, tmp_path
 ):
-    tf = sample_5m.timeframe_ms
-    clock = ReplayClock(int(sample_5m.timestamp[START]) + tf, tf, speed=tf / 1000 / BAR_WALL_S)
-    market = ReplayMarket(sample_5m, sample_funding, clock=clock)
-    server = ExchangeServer(
-        market,
-        slippage=agent.env_config.slippage_model(),
-        rate_limits=RateLimitConfig(contract=100_000, others=100_000),
-    ).start()
+    trap = OrderTrap()
+    venue = paper_venue(sample_5m, sample_funding, agent, bar_wall_s=BAR_WALL_S, trap=trap)
+    server = venue.server
     rng = random.Random(8)
-    journal = Journal(f"sqlite:///{tmp_path / 'journal.sqlite'}")
+    journal_file = tmp_path / "journal.sqlite"
+    journal = Journal(f"sqlite:///{journal_file}")
+    env = {**os.environ, **exported_agent.env, "PYTHONPATH": str(REPO)}
     zygote = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("zygote.py")), exported_agent.tag],
         cwd=REPO,
-        env={**os.environ, **exported_agent.env, "PYTHONPATH": str(REPO)},
+        env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -94,17 +122,48 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         zygote.stdin.flush()
         return int(zygote.stdout.readline())
 
+    def kill_within_next_order(pid: int, moment: str) -> str:
+        trap.arm(moment, lambda: os.kill(pid, signal.SIGKILL))
+        if trap.wait(ORDER_WAIT_S):
+            return moment
+        os.kill(pid, signal.SIGKILL)
+        return "random"
+
+    landed: Counter[str] = Counter()
+    trapped: dict[str, str] = {}  # client id in flight at a trapped kill -> where it landed
+    kills_in_flight = 0
     try:
         for kill in range(KILLS):
             path = run_file(tmp_path, server.base_url, exported_agent.tag)
-            pid = ask(f"run {path}")
+            if kill != COLD_KILL:
+                pid = ask(f"run {path}")
+            else:  # a cold start through the real entry point, killed the same way
+                with Path(f"{path}.log").open("wb") as log:
+                    real = subprocess.Popen(
+                        [sys.executable, "-m", "serving.trader", str(path)],
+                        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                pid = real.pid
             if kill % 5 == 4:  # during start-up: loading, lease, reconciliation
                 time.sleep(rng.uniform(0.0, 1.5))
-            else:  # while trading: a random moment after its first decision
+                os.kill(pid, signal.SIGKILL)
+                where = "start-up"
+            else:  # while trading: after its first decision, at random or in an order
                 wait_for_decisions(journal, path)
-                time.sleep(rng.uniform(0.0, 2.0))
-            os.kill(pid, signal.SIGKILL)
-            assert ask(f"wait {pid}") == -signal.SIGKILL, Path(f"{path}.log").read_text()[-3000:]
+                time.sleep(rng.uniform(0.0, 1.0))
+                if kill % 5 in (1, 2, 3):
+                    where = kill_within_next_order(pid, ("arrival", "answer")[kill % 2])
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                    where = "random"
+            status = real.wait(30) if kill == COLD_KILL else ask(f"wait {pid}")
+            assert status == -signal.SIGKILL, Path(f"{path}.log").read_text()[-3000:]
+            landed[where] += 1
+            flying = in_flight(journal_file)  # the dead trader's journal, as it left it
+            kills_in_flight += bool(flying)
+            if where in ("arrival", "answer"):
+                assert len(flying) == 1, (where, flying)  # the one order the trap caught
+                trapped[flying.pop()] = where
         zygote.stdin.close()
         zygote.wait(timeout=30)
         # a last run through the real entry point, ending on its own after a few bars
@@ -118,7 +177,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
                     str(run_file(tmp_path, server.base_url, exported_agent.tag, max_bars=8)),
                 ],
                 cwd=REPO,
-                env={**os.environ, **exported_agent.env},
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 timeout=240,
@@ -134,7 +193,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
             zygote.kill()
         server.stop()
 
-    journal = Journal(f"sqlite:///{tmp_path / 'journal.sqlite'}")
+    journal = Journal(f"sqlite:///{journal_file}")
     orders = journal.orders("crash", limit=100_000)
     fills = journal.fills("crash", limit=100_000, kinds=["trade"])
     by_id = {o["client_id"]: o for o in orders}
@@ -167,6 +226,13 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     last = journal.reconciliations("crash", limit=1)[-1]
     assert last["ok"], last
 
+    # the orders caught in flight were settled by a later start-up, each as the exchange had
+    # it: a dropped request never placed, an unanswered one filled - and neither sent again
+    assert len(trapped) >= 3, f"armed kills that caught an order: {dict(landed)}"
+    for cid, where in trapped.items():
+        expected = "not_placed" if where == "arrival" else "filled"
+        assert by_id[cid]["status"] == expected and by_id[cid]["sends"] == 1, (where, by_id[cid])
+        assert (cid in ids) == (where == "answer")
     settled = sum(
         1
         for r in journal.reconciliations("crash", limit=10_000)
@@ -174,7 +240,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         if m["kind"] == "order_settled"
     )
     print(
-        f"\ncrash run: {KILLS} SIGKILLs, {len(orders)} orders intended, {len(exchange_orders)} on the "
-        f"exchange, {len(executions)} fills; settled after a crash: {settled}; "
-        f"never placed: {len(never_arrived)}; duplicates: 0; lost fills: 0"
+        f"\ncrash run: {KILLS} SIGKILLs ({dict(landed)}), {kills_in_flight} with an order in "
+        f"flight; {len(orders)} orders intended, {len(exchange_orders)} on the exchange, "
+        f"{len(executions)} fills; settled after a crash: {settled}; never placed: "
+        f"{len(never_arrived)}; duplicates: 0; lost fills: 0"
     )

@@ -9,18 +9,13 @@ import time
 import pytest
 
 from envs.streams.live import CcxtBarStream
-from serving.exchange.clock import ReplayClock
 from serving.exchange.faults import FaultConfig
-from serving.exchange.market import ReplayMarket
-from serving.exchange.ratelimit import RateLimitConfig
-from serving.exchange.server import ExchangeServer
 from serving.trader import Trader
 from serving.trader.journal import FINAL
 
 from .conftest import (
     LONG,
     SHORT,
-    START,
     SYMBOL,
     paper_venue,
     run_hooked,
@@ -123,25 +118,11 @@ async def test_socket_drops_and_disconnects_on_a_running_clock(
 ):
     """The live path: bars over the WebSocket (ccxt.pro) with messages dropped and the socket
     closed every second; orders over REST with errors. Bars keep coming, trading goes on."""
-    tf = sample_5m.timeframe_ms
     bar_s = 0.3
-    clock = ReplayClock(int(sample_5m.timestamp[START]) + tf, tf, speed=tf / 1000 / bar_s)
     faults = FaultConfig(error_5xx_rate=0.05, ws_drop_rate=0.3, ws_disconnect_every_s=1.0, seed=5)
-    server = ExchangeServer(
-        ReplayMarket(sample_5m, sample_funding, clock=clock),
-        faults,
-        slippage=agent.env_config.slippage_model(),
-        rate_limits=RateLimitConfig(contract=100_000, others=100_000),
-    ).start()
-    from envs.client import make_phemex_client
-
-    client = make_phemex_client(
-        base_url=server.base_url,
-        api_key="paper-key",
-        secret="paper-secret",
-        rate_limit=False,
-        pro=True,
-    )
+    venue = paper_venue(sample_5m, sample_funding, agent, faults=faults, bar_wall_s=bar_s)
+    server, client = venue.server, venue.client()
+    tf = sample_5m.timeframe_ms
     bars = 25
     try:
         await client.load_markets()
