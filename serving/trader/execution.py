@@ -62,6 +62,15 @@ def client_order_id(account: str, agent: str, bar_ms: int, intent: str) -> str:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """An order journaled before it is sent: its row, and whether :meth:`Executor.intend`
+    wrote it now (False: the client id existed, so it is only ever queried)."""
+
+    row: dict[str, Any]
+    new: bool
+
+
+@dataclass(frozen=True)
 class AccountSnapshot:
     """The account as the exchange reports it. Money in USDT, quantities in contracts."""
 
@@ -151,8 +160,9 @@ class Executor:
 
     async def snapshot(self) -> AccountSnapshot:
         """Wallet and position of the symbol."""
-        balance = await self.call("fetch_balance")
-        positions = await self.call("fetch_positions", [self.symbol])
+        balance, positions = await asyncio.gather(
+            self.call("fetch_balance"), self.call("fetch_positions", [self.symbol])
+        )
         wallet = float((balance.get("USDT") or {}).get("total") or 0.0)
         pos = next((p for p in positions if p.get("symbol") == self.symbol), None)
         if pos is None or not pos.get("contracts"):
@@ -182,10 +192,17 @@ class Executor:
         An order this (bar, intent) already has is never sent again: its row is settled
         and returned instead.
         """
+        return await self.send(self.intend(bar_ms, intent, delta, reduce_only=reduce_only))
+
+    def intend(self, bar_ms: int, intent: str, delta: float, *, reduce_only: bool) -> Intent:
+        """Journal the intent of a market order for signed ``delta`` contracts (state
+        ``sent``), to be committed before :meth:`send` (inside the caller's
+        :meth:`Journal.batch`, if any). An order this (bar, intent) already has is
+        returned as it is, never written again."""
         cid = client_order_id(self.account, self.agent, bar_ms, intent)
         existing = self.journal.order(self.account, cid)
         if existing is not None:
-            return await self.settle(existing)
+            return Intent(existing, new=False)
         qty = self.round_qty(abs(delta))
         side = "buy" if delta > 0 else "sell"
         now = now_ms()
@@ -208,13 +225,26 @@ class Executor:
             "sent_ms": now,
             "updated_ms": now,
         }
-        self.journal.insert_order(row)  # the intent, committed before the exchange call
+        with self.metrics.phases("journal_intent"):
+            self.journal.insert_order(row)
+        return Intent(row, new=True)
+
+    async def send(self, intent: Intent) -> dict[str, Any]:
+        """Send the order whose intent :meth:`intend` journaled (and the caller committed) and
+        follow it; an order that existed already is only settled (queried), never resent."""
+        row = intent.row
+        if not intent.new:
+            return await self.settle(row)
+        cid, side, qty, reduce_only = row["client_id"], row["side"], row["qty"], row["reduce_only"]
         self.sent_times.append(time.monotonic())
         params: dict[str, Any] = {"clientOrderId": cid}
         if reduce_only:
             params["reduceOnly"] = True
         try:
-            order = await self.call("create_order", self.symbol, "market", side, qty, None, params)
+            with self.metrics.phases("order_call"):
+                order = await self.call(
+                    "create_order", self.symbol, "market", side, qty, None, params
+                )
         except ccxt.DuplicateOrderId as exc:  # it exists: learn its state by query
             row = self._update(cid, status="unknown", reason=_reason(exc))
             return await self.settle(row)
@@ -231,10 +261,12 @@ class Executor:
             self.events.emit("order", _order_event(row))
             log.warning("order %s: outcome unknown (%s); it stays in flight", cid, row["reason"])
             return row
-        row = self._apply(cid, order)
-        self.metrics.orders.labels(side, row["status"]).inc()
-        self.events.emit("order", _order_event(row))
-        return await self.follow(row)
+        with self.metrics.phases("journal_outcome"), self.journal.batch():
+            row = self._apply(cid, order)
+            self.metrics.orders.labels(side, row["status"]).inc()
+            self.events.emit("order", _order_event(row))
+        with self.metrics.phases("follow"):
+            return await self.follow(row)
 
     async def follow(self, row: dict[str, Any]) -> dict[str, Any]:
         """Poll an open order by client id until it is final or ``order_timeout_s`` passes."""
@@ -264,9 +296,10 @@ class Executor:
             log.warning("order %s: query failed (%s); still in flight", cid, _reason(exc))
             return row
         before = row["status"]
-        row = self._apply(cid, order)
-        if row["status"] != before:
-            self.events.emit("order", _order_event(row))
+        with self.journal.batch():
+            row = self._apply(cid, order)
+            if row["status"] != before:
+                self.events.emit("order", _order_event(row))
         return row
 
     async def settle_all(self) -> list[dict[str, Any]]:
@@ -333,9 +366,10 @@ class Executor:
             if len(page) < TRADES_PAGE or since_ms is None:
                 break
         rows.sort(key=lambda r: (r["time_ms"], r["exec_id"]))
-        new = self.journal.add_fills(rows)
-        for fill in new:
-            self.events.emit("fill", {k: v for k, v in fill.items() if k != "account"})
+        with self.journal.batch():
+            new = self.journal.add_fills(rows)
+            for fill in new:
+                self.events.emit("fill", {k: v for k, v in fill.items() if k != "account"})
         return new
 
     def _fill_row(self, trade: dict[str, Any], ours: dict[str, str]) -> dict[str, Any]:
