@@ -316,6 +316,7 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
                 latencies.append((exchange.order_answers[before][0] - closed) * 1000)
                 time.sleep(0.05)  # let the bar's bookkeeping finish before the next close
         return {
+            "phases_mean_ms": phase_means(service.get("/metrics")[1]),
             "bars": bars,
             "bars_with_an_order": traded,
             "p50_ms": percentile(latencies, 50),
@@ -325,6 +326,19 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
     finally:
         service.stop()
         exchange.stop()
+
+
+def phase_means(metrics: bytes) -> dict[str, float]:
+    """Mean ms per phase of the trader's bar handling, from its Prometheus histogram."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in metrics.decode().splitlines():
+        for suffix, into in (("_sum", sums), ("_count", counts)):
+            head = f'phemex_rl_trader_bar_phase_seconds{suffix}{{phase="'
+            if line.startswith(head):
+                phase, value = line[len(head) :].split('"}')
+                into[phase] = float(value)
+    return {p: 1000 * sums[p] / counts[p] for p in sorted(sums) if counts.get(p)}
 
 
 # --------------------------------------------------------------------------- 3. crash run
@@ -448,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row("loopback exchange", bar["bars"], bar["bars_with_an_order"],
                       bar["p50_ms"], bar["p99_ms"], bar["max_ms"])  # fmt: skip
         print(table.render())
+        print("trader's phases, mean ms (per bar; order phases per order): " + ", ".join(
+            f"{k} {v:.2f}" for k, v in bar["phases_mean_ms"].items()))  # fmt: skip
         print(
             f"p99 target {TARGET_BAR_TO_ORDER_P99_MS:g} ms: "
             f"{'met' if bar['p99_ms'] < TARGET_BAR_TO_ORDER_P99_MS else 'MISSED'}\n",

@@ -30,6 +30,12 @@ from envs.market import ContractSpec, step_decimals
 from serving.trader.events import EventLog
 from serving.trader.journal import IN_FLIGHT, Journal, now_ms
 from serving.trader.metrics import TraderMetrics
+from serving.trader.ratelimit import (
+    RATE_LIMIT_ERRORS,
+    RateLimited,
+    RateLimitPause,
+    retry_after_s,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +57,8 @@ NOT_RETRIED = frozenset({"create_order", "cancel_order", "set_leverage"})
 """Calls that change the account: never repeated blindly."""
 READ_ATTEMPTS = 3
 READ_BACKOFF_S = 0.1
+RATE_LIMIT_BACKOFF_S = 0.5
+"""First pause after a "too many requests" answer that names no wait (then doubled)."""
 FOLLOW_POLL_S = 0.05
 
 
@@ -98,6 +106,9 @@ class Executor:
         symbol: ccxt symbol; contract: lot and tick rules.
         order_timeout_s: how long :meth:`place` follows an order before leaving it in flight.
         settle_grace_s: see the module doc.
+        rate_limit_wait_s: longest rate-limit pause a call waits out before it is sent;
+            a longer one refuses the call unsent.
+        rate_limit_max_pause_s: cap on the pause after a "too many requests" answer.
     """
 
     def __init__(
@@ -113,6 +124,8 @@ class Executor:
         contract: ContractSpec,
         order_timeout_s: float,
         settle_grace_s: float,
+        rate_limit_wait_s: float = 2.0,
+        rate_limit_max_pause_s: float = 60.0,
     ) -> None:
         self.client = client
         self.journal = journal
@@ -124,6 +137,10 @@ class Executor:
         self.contract = contract
         self.order_timeout_s = order_timeout_s
         self.settle_grace_s = settle_grace_s
+        self.rate_limit_wait_s = rate_limit_wait_s
+        self.pause = RateLimitPause(
+            min(RATE_LIMIT_BACKOFF_S, rate_limit_max_pause_s), rate_limit_max_pause_s
+        )
         self._decimals = step_decimals(contract.lot_size)
         self.sent_times: list[float] = []
         """Wall times (monotonic s) of the orders sent, for the orders-per-minute limit."""
@@ -132,31 +149,52 @@ class Executor:
     async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<name>(...)``, counting failures and rate-limit hits.
 
-        Reads are retried on network errors (timeouts, 5xx, rate limits) with backoff;
-        orders never are (see the module doc).
+        Reads are retried on network errors (timeouts, 5xx) with backoff; orders never are
+        (see the module doc). After a "too many requests" answer nothing is sent until the
+        exchange's pause is over (:mod:`serving.trader.ratelimit`): a call waits for a
+        pause of up to ``rate_limit_wait_s``, and is refused unsent
+        (:class:`~serving.trader.ratelimit.RateLimited`) when the pause is longer.
         """
         attempts = 1 if name in NOT_RETRIED else READ_ATTEMPTS
         for attempt in range(attempts):
+            await self._wait_for_pause(name)
             try:
-                return await getattr(self.client, name)(*args, **kwargs)
-            except ccxt.RateLimitExceeded as exc:
+                result = await getattr(self.client, name)(*args, **kwargs)
+            except RATE_LIMIT_ERRORS as exc:
                 self.metrics.rate_limit_hits.inc()
-                self.metrics.exchange_errors.labels(name, "RateLimitExceeded").inc()
+                self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
+                # read at once: the headers are those of this answer until the next await
+                headers = getattr(self.client, "last_response_headers", None)
+                pause = self.pause.hit(retry_after_s(headers))
+                log.info("%s: too many requests; nothing sent for %.2f s", name, pause)
                 if attempt == attempts - 1:
                     raise
-                error: Exception = exc
+                continue  # the next attempt waits the pause out first
             except ccxt.NetworkError as exc:
                 self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
                 if attempt == attempts - 1:
                     raise
-                error = exc
+                delay = READ_BACKOFF_S * 2**attempt
+                log.info("%s failed (%s); retry in %.2f s", name, _reason(exc), delay)
+                await asyncio.sleep(delay)
+                continue
             except Exception as exc:
                 self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
                 raise
-            delay = READ_BACKOFF_S * 2**attempt
-            log.info("%s failed (%s); retry in %.2f s", name, _reason(error), delay)
-            await asyncio.sleep(delay)
+            self.pause.ok()
+            return result
         raise AssertionError("unreachable")
+
+    async def _wait_for_pause(self, name: str) -> None:
+        wait = self.pause.remaining()
+        if wait <= 0:
+            return
+        if wait > self.rate_limit_wait_s:
+            raise RateLimited(
+                f"{name} not sent: the exchange asked for a pause after too many requests, "
+                f"{wait:.1f} s to go (rate_limit_wait_s is {self.rate_limit_wait_s:g})"
+            )
+        await asyncio.sleep(wait)
 
     async def snapshot(self) -> AccountSnapshot:
         """Wallet and position of the symbol."""
@@ -248,6 +286,14 @@ class Executor:
         except ccxt.DuplicateOrderId as exc:  # it exists: learn its state by query
             row = self._update(cid, status="unknown", reason=_reason(exc))
             return await self.settle(row)
+        except RATE_LIMIT_ERRORS as exc:
+            # "Too many requests" is Phemex's answer before an order reaches matching (or the
+            # call was refused unsent): a refusal, final; the next bar decides again.
+            self.metrics.rejects.labels("rate_limited").inc()
+            self.metrics.orders.labels(side, "rejected").inc()
+            row = self._update(cid, status="rejected", reason="rate limited: " + _reason(exc))
+            self.events.emit("order", _order_event(row))
+            return row
         except REJECTIONS as exc:
             reason = _reason(exc)
             self.metrics.rejects.labels(type(exc).__name__).inc()

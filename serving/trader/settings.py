@@ -115,7 +115,16 @@ class TraderSettings:
             this long after it was sent (a request may still be in transit).
         set_leverage: set the agent's leverage on the exchange at start-up.
         max_error_bars: bars in a row the exchange may fail (after retries) before the
-            trader halts.
+            trader halts. Bars lost to the exchange's rate limit do not count: they are
+            journaled with verdict ``rate_limited``.
+        rate_limit_wait_s: after a "too many requests" answer, a call waits a pause of up to
+            this long (the exchange's ``Retry-After``, else an exponential backoff) before
+            it is sent; a longer pause refuses it unsent.
+        rate_limit_max_pause_s: cap on any such pause, whatever the exchange asks.
+        balance_tolerance: largest difference (USDT) between the exchange's wallet balance
+            and the journal's expectation that reconciliation lets pass; a larger one is a
+            ``balance`` mismatch, resolved by adopting the exchange's figure.
+        halt_on_balance_mismatch: also halt (without flattening) on a ``balance`` mismatch.
     """
 
     mode: str = "paper"
@@ -133,6 +142,10 @@ class TraderSettings:
     settle_grace_s: float = 2.0
     set_leverage: bool = True
     max_error_bars: int = 3
+    rate_limit_wait_s: float = 2.0
+    rate_limit_max_pause_s: float = 60.0
+    balance_tolerance: float = 0.01
+    halt_on_balance_mismatch: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -145,9 +158,17 @@ class TraderSettings:
             isinstance(self.max_bars, int) and self.max_bars >= 0
         ):
             raise ValueError(f"max_bars must be an integer >= 0 or None, got {self.max_bars!r}")
-        for name in ("reconcile_every_s", "order_timeout_s", "lease_ttl_s"):
+        for name in (
+            "reconcile_every_s",
+            "order_timeout_s",
+            "lease_ttl_s",
+            "rate_limit_max_pause_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("rate_limit_wait_s", "balance_tolerance"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.bar_interval_s is not None and not self.bar_interval_s > 0:
             raise ValueError(f"bar_interval_s must be > 0 or None, got {self.bar_interval_s!r}")
         if not self.config_hash:

@@ -44,6 +44,7 @@ from serving.trader.events import EventLog, json_safe
 from serving.trader.execution import AccountSnapshot, Executor
 from serving.trader.journal import IN_FLIGHT, Journal, LeaseHeld, bar_row, now_ms
 from serving.trader.metrics import TraderMetrics
+from serving.trader.ratelimit import RATE_LIMIT_ERRORS
 from serving.trader.risk import HALTED, KILLED, PAUSED, RUNNING, RiskManager, RiskState, Trigger
 from serving.trader.settings import TraderSettings
 
@@ -57,6 +58,11 @@ log = logging.getLogger(__name__)
 STATUSES = ("starting", "reconciling", RUNNING, PAUSED, HALTED, KILLED, "stopped", "refused")
 STARTUP_SETTLE_TRIES = 5
 """Start-up queries of orders whose outcome is unknown before refusing to trade."""
+STARTUP_RATE_LIMIT_TRIES = 5
+"""Start-up reconciliations retried after the exchange's rate limit before refusing."""
+RECONCILE_RETRY_S = 1.0
+"""Shortest wait before a reconciliation the rate limit stopped is tried again."""
+RATE_LIMITED_PREFIX = "rate limited: "
 
 
 REQUEST_SEND_YIELDS = 3
@@ -171,6 +177,8 @@ class Trader:
             contract=self.contract,
             order_timeout_s=settings.order_timeout_s,
             settle_grace_s=settings.settle_grace_s,
+            rate_limit_wait_s=settings.rate_limit_wait_s,
+            rate_limit_max_pause_s=settings.rate_limit_max_pause_s,
         )
         self.risk_manager = RiskManager(
             settings.risk,
@@ -220,6 +228,11 @@ class Trader:
             log.info("lease on account %r taken by %s", self.account, self.holder)
             self._set_status("reconciling", "")
             ok, reason = await self.reconcile(startup=True)
+            for _ in range(STARTUP_RATE_LIMIT_TRIES):
+                if ok or not reason.startswith(RATE_LIMITED_PREFIX):
+                    break
+                await asyncio.sleep(max(self.executor.pause.remaining(), RECONCILE_RETRY_S))
+                ok, reason = await self.reconcile(startup=True)
             if not ok:
                 raise TraderRefused(f"reconciliation failed: {reason}")
             log.info("reconciled with the exchange")
@@ -313,6 +326,8 @@ class Trader:
             try:
                 decision = await self._decide_and_trade(bar, started)
                 self._error_bars = 0
+            except RATE_LIMIT_ERRORS as exc:  # rate limited: backing off, not failing
+                decision = await self._failed_bar(bar, exc, rate_limited=True)
             except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
                 decision = await self._failed_bar(bar, exc)
             with phase("journal_after"), self.journal.batch():
@@ -501,10 +516,20 @@ class Trader:
                     await self._sync_fills()
         return decision
 
-    async def _failed_bar(self, bar: Bar, exc: Exception) -> dict[str, Any]:
-        """Journal a bar the exchange did not let us handle; halt after too many in a row."""
-        self._error_bars += 1
-        reason = f"exchange error: {type(exc).__name__}: {exc}"[:500]
+    async def _failed_bar(
+        self, bar: Bar, exc: Exception, rate_limited: bool = False
+    ) -> dict[str, Any]:
+        """Journal a bar the exchange did not let us handle; halt after too many in a row.
+
+        A bar lost to the rate limit (``rate_limited``) is journaled with verdict
+        ``rate_limited`` and does not count toward ``max_error_bars``: the trader is
+        backing off as the exchange asked, which is not the exchange failing.
+        """
+        if rate_limited:
+            reason = f"rate limited: {type(exc).__name__}: {exc}"[:500]
+        else:
+            self._error_bars += 1
+            reason = f"exchange error: {type(exc).__name__}: {exc}"[:500]
         log.warning("bar %s: %s", bar.open_ms, reason)
         decision = {
             "account": self.account,
@@ -513,7 +538,7 @@ class Trader:
             "model_tag": self.agent.tag,
             "config_hash": self.settings.config_hash,
             "price": bar.close,
-            "verdict": "error",
+            "verdict": "rate_limited" if rate_limited else "error",
             "reason": reason,
             "orders": [],
         }
@@ -750,6 +775,9 @@ class Trader:
                     f"position on the exchange is {snap.qty}, the journal's fills give {expected}"
                 )
                 mismatches.append({"kind": "position", "exchange": snap.qty, "journal": expected})
+        except RATE_LIMIT_ERRORS as exc:
+            ok = False
+            reason = f"{RATE_LIMITED_PREFIX}{type(exc).__name__}: {exc}"[:500]
         except Exception as exc:
             ok = False
             reason = f"exchange unreachable: {type(exc).__name__}: {exc}"[:500]
@@ -769,6 +797,13 @@ class Trader:
     async def _periodic_reconcile(self) -> None:
         async with self._lock:
             ok, reason = await self.reconcile()
+            if not ok and reason.startswith(RATE_LIMITED_PREFIX):
+                # Not a difference: the exchange asked us to slow down. Again once its
+                # pause is over, rather than halting.
+                retry_in = max(self.executor.pause.remaining(), RECONCILE_RETRY_S)
+                self._last_reconcile = time.monotonic() - self.settings.reconcile_every_s + retry_in
+                log.warning("reconciliation put off by %.1f s: %s", retry_in, reason)
+                return
             if not ok:
                 await self._trigger(
                     Trigger("reconciliation", reason, halt=True), None, flatten=False
