@@ -457,6 +457,14 @@ class Journal:
             ).scalar_one()
         return float(total)
 
+    def fills_since(self, account: str, since_ms: int | None) -> list[dict[str, Any]]:
+        """Fills at or after ``since_ms`` (None: all), oldest first."""
+        query = sa.select(FILLS).where(FILLS.c.account == account)
+        if since_ms is not None:
+            query = query.where(FILLS.c.time_ms >= since_ms)
+        with self._reading() as conn:
+            return _rows(conn.execute(query.order_by(FILLS.c.time_ms, FILLS.c.exec_id)))
+
     def funding_since(self, account: str, since_ms: int) -> float:
         """Funding paid (USDT, negative when received) at settlements at or after ``since_ms``."""
         with self._reading() as conn:

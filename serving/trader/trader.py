@@ -39,6 +39,7 @@ from envs.bar import Bar
 from envs.data.market_data import timeframe_to_ms
 from envs.streams.base import BarStream, bars_to_market
 from envs.trading_env import EnvLayout
+from serving.trader.balance import BalanceMark, expect_balance
 from serving.trader.drift import DriftMonitor
 from serving.trader.events import EventLog, json_safe
 from serving.trader.execution import AccountSnapshot, Executor
@@ -775,6 +776,15 @@ class Trader:
                     f"position on the exchange is {snap.qty}, the journal's fills give {expected}"
                 )
                 mismatches.append({"kind": "position", "exchange": snap.qty, "journal": expected})
+            balance = self._check_balance(snap, summary)
+            if balance is not None:
+                mismatches.append(balance)
+                if self.settings.halt_on_balance_mismatch and ok:
+                    ok = False
+                    reason = (
+                        f"wallet balance on the exchange is {snap.wallet:.6f} USDT, the journal "
+                        f"expects {balance['journal']:.6f} (halt_on_balance_mismatch is set)"
+                    )
         except RATE_LIMIT_ERRORS as exc:
             ok = False
             reason = f"{RATE_LIMITED_PREFIX}{type(exc).__name__}: {exc}"[:500]
@@ -793,6 +803,50 @@ class Trader:
         )
         self._last_reconcile = time.monotonic()
         return ok, reason
+
+    def _check_balance(
+        self, snap: AccountSnapshot, summary: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Compare the exchange's wallet with the journal's expectation (see
+        :mod:`serving.trader.balance`) and adopt the exchange's figure as the next
+        reconciliation's start; the ``balance`` mismatch when they differ by more than
+        ``balance_tolerance``, else None."""
+        mark = BalanceMark.from_dict(self.journal.get_state(self.account, "balance"))
+        start = mark or BalanceMark(snap.wallet, snap.qty, snap.entry)
+        fills = self.journal.fills_since(self.account, start.through_ms)
+        expected = expect_balance(start, fills, self.contract.lot_size)
+        adopted = BalanceMark(
+            snap.wallet, snap.qty, snap.entry, expected.through_ms, expected.through_ids
+        )
+        self.journal.set_state(self.account, "balance", adopted.to_dict())
+        if mark is None:  # the first reconciliation: the exchange's figure is the start
+            return None
+        difference = snap.wallet - expected.wallet
+        summary.update(expected_wallet=expected.wallet, balance_difference=difference)
+        if abs(difference) <= self.settings.balance_tolerance:
+            return None
+        text = (
+            f"wallet balance on the exchange is {snap.wallet:.6f} USDT, the journal expects "
+            f"{expected.wallet:.6f} (last reconciled {mark.wallet:.6f}, realised "
+            f"{expected.realised:+.6f}, fees {-expected.fees:+.6f}, funding "
+            f"{-expected.funding:+.6f} over {expected.fills} fills): {difference:+.6f} "
+            "unexplained; the exchange's figure is adopted"
+        )
+        log.warning("reconciliation: %s", text)
+        self.events.emit(
+            "risk",
+            {
+                "kind": "balance_mismatch",
+                "reason": text,
+                "halt": self.settings.halt_on_balance_mismatch,
+            },
+        )
+        return {
+            "kind": "balance",
+            "exchange": snap.wallet,
+            "journal": expected.wallet,
+            "difference": difference,
+        }
 
     async def _periodic_reconcile(self) -> None:
         async with self._lock:
