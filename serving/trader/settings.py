@@ -212,8 +212,11 @@ class RunFile:
         base_url: a Phemex-protocol server (the loopback exchange); None talks to Phemex.
         testnet: Phemex's testnet (ignored with ``base_url``).
         api_key, secret: paper credentials only; real keys come from ``PHEMEX_API_KEY`` /
-            ``PHEMEX_API_SECRET``, never a file.
+            ``PHEMEX_API_SECRET`` (environment or ``secrets_dir``), never this file.
+        secrets_dir: a mounted secret directory holding files named ``PHEMEX_API_KEY`` and
+            ``PHEMEX_API_SECRET`` (the environment wins).
         rate_limit: ccxt's client-side throttle.
+        timeout_ms: exchange request timeout.
     """
 
     trader: TraderSettings
@@ -222,7 +225,9 @@ class RunFile:
     testnet: bool = False
     api_key: str | None = None
     secret: str | None = None
+    secrets_dir: str | None = None
     rate_limit: bool = True
+    timeout_ms: int = 10_000
 
 
 def load_run_file(path: str | Path) -> RunFile:
