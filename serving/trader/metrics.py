@@ -32,8 +32,12 @@ class PhaseTimer:
         try:
             yield
         finally:
-            if self._bar is not None:
-                self._bar[phase] = self._bar.get(phase, 0.0) + time.perf_counter() - started
+            self.add(phase, time.perf_counter() - started)
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Record ``seconds`` of ``phase`` measured by the caller."""
+        if self._bar is not None:
+            self._bar[phase] = self._bar.get(phase, 0.0) + seconds
 
     def end_bar(self) -> None:
         if self._bar is None:
