@@ -62,6 +62,16 @@ RATE_LIMIT_BACKOFF_S = 0.5
 FOLLOW_POLL_S = 0.05
 
 
+async def gather_all(*aws: Any) -> list[Any]:
+    """``asyncio.gather`` that lets every call finish before raising the first error: a call
+    still running must not journal or retry behind the error handling's back."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 def client_order_id(account: str, agent: str, bar_ms: int, intent: str) -> str:
     """The order's client id: a hash of (account, agent, bar, intent), 35 characters
     (Phemex allows 40). The same decision always gets the same id."""
@@ -198,7 +208,7 @@ class Executor:
 
     async def snapshot(self) -> AccountSnapshot:
         """Wallet and position of the symbol."""
-        balance, positions = await asyncio.gather(
+        balance, positions = await gather_all(
             self.call("fetch_balance"), self.call("fetch_positions", [self.symbol])
         )
         wallet = float((balance.get("USDT") or {}).get("total") or 0.0)

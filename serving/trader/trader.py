@@ -42,7 +42,7 @@ from envs.trading_env import EnvLayout
 from serving.trader.balance import BalanceMark, expect_balance
 from serving.trader.drift import DriftMonitor
 from serving.trader.events import EventLog, json_safe
-from serving.trader.execution import AccountSnapshot, Executor
+from serving.trader.execution import AccountSnapshot, Executor, gather_all
 from serving.trader.journal import IN_FLIGHT, Journal, LeaseHeld, bar_row, now_ms
 from serving.trader.metrics import TraderMetrics
 from serving.trader.ratelimit import RATE_LIMIT_ERRORS
@@ -74,16 +74,6 @@ blocking the loop), so that the exchange answers while they are: ccxt and aiohtt
 several turns to write a request. Measured (ccxt 4.5.90): after 3 turns the reads still
 waited 6.6 ms after the features, after 8 turns 0.4 ms. Too few only loses the overlap; a
 worker thread for the features did worse (13 ms instead of 6.5: the GIL)."""
-
-
-async def gather_all(*aws: Any) -> list[Any]:
-    """``asyncio.gather`` that lets every call finish before raising the first error: a read
-    still running must not journal behind the error handling's back."""
-    results = await asyncio.gather(*aws, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return results
 
 
 def freeze_heap() -> None:
@@ -382,6 +372,8 @@ class Trader:
             self._metrics.bars.inc()
             try:
                 decision = await self._decide_and_trade(bar, started)
+                with phase("fills"):  # the order's fills, funding, external trades
+                    await self._sync_fills()
                 self._error_bars = 0
             except RATE_LIMIT_ERRORS as exc:  # rate limited: backing off, not failing
                 decision = await self._failed_bar(bar, exc, rate_limited=True)
@@ -423,17 +415,20 @@ class Trader:
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
             pending = await ex.settle_all()
-        # The account and the new fills are independent reads: both at once (one round
-        # trip instead of three). Meanwhile the features, which need only the bars, are
-        # computed (CPU) once the requests are on their way.
-        reads = asyncio.ensure_future(gather_all(self._sync_fills(), ex.snapshot()))
+        # Before the order only the account is read (wallet and position at once). The new
+        # fills are journaled after it (_on_bar), except when a funding settlement falls on
+        # this bar's close: the equity below needs it. Meanwhile the features, which need
+        # only the bars, are computed (CPU) once the requests are on their way.
+        funding_now = bar.close_ms % self.contract.funding_interval_ms == 0
+        reads = [ex.snapshot(), *([self._sync_fills()] if funding_now else [])]
+        reading = asyncio.ensure_future(gather_all(*reads))
         with phase("send_reads"):
             for _ in range(REQUEST_SEND_YIELDS):
                 await asyncio.sleep(0)
         with phase("features"):
             matrix = self._feature_matrix()
         with phase("exchange_reads"):
-            _, snap = await reads
+            snap = (await reading)[0]
         self._snapshot = snap
         # Equity at the bar's close, as the env marks it: a funding settlement at that very
         # instant (the next bar's open) belongs to the next step, so it is added back.
@@ -569,9 +564,6 @@ class Trader:
             row = await ex.send(intent)
             if row["status"] not in ("sent", "unknown"):
                 self._metrics.bar_to_order.observe(time.perf_counter() - started)
-            if row["status"] == "filled":
-                with phase("fills_after"):
-                    await self._sync_fills()
         return decision
 
     async def _failed_bar(
