@@ -317,6 +317,7 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
 
         feed = exchange.server.app[WS_FEED]
         latencies, traded = [], 0
+        gc_pauses = GcPauses()
         for _ in range(bars):
             before = len(exchange.order_answers)
             exchange.answered.clear()
@@ -329,7 +330,10 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
                 traded += 1
                 latencies.append((exchange.order_answers[before][0] - closed) * 1000)
                 time.sleep(0.05)  # let the bar's bookkeeping finish before the next close
+        full_collections = [ms for gen, ms in gc_pauses.close() if gen == 2]
         return {
+            **trader_figures(service.get("/metrics")[1]),
+            "exchange_gc_gen2_pauses_ms": full_collections,
             "bars": bars,
             "bars_with_an_order": traded,
             "p50_ms": percentile(latencies, 50),
@@ -339,6 +343,64 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
     finally:
         service.stop()
         exchange.stop()
+
+
+def trader_figures(metrics: bytes) -> dict[str, Any]:
+    """From the trader's Prometheus histograms: mean ms per phase of a bar, how many of each
+    phase took over 25 ms, and the trader's own bar arrival -> order ack (how many over 30 ms
+    of how many): a tail there is the trader's, a tail only outside it is the path to it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    under: dict[str, float] = {}
+    own = {"orders": 0.0}
+    for family in text_string_to_metric_families(metrics.decode()):
+        for sample in family.samples:
+            if family.name == "phemex_rl_trader_bar_phase_seconds":
+                phase = sample.labels.get("phase", "")
+                if sample.name.endswith("_sum"):
+                    sums[phase] = sample.value
+                elif sample.name.endswith("_count"):
+                    counts[phase] = sample.value
+                elif sample.name.endswith("_bucket") and sample.labels["le"] == "0.025":
+                    under[phase] = sample.value
+            elif family.name == "phemex_rl_trader_bar_to_order_seconds":
+                if sample.name.endswith("_count"):
+                    own["orders"] = sample.value
+                elif sample.name.endswith("_bucket") and sample.labels["le"] in OWN_BUCKETS:
+                    own[f"within_{float(sample.labels['le']) * 1000:g}ms"] = sample.value
+    phases = sorted(p for p in sums if counts.get(p))
+    return {
+        "phases_mean_ms": {p: 1000 * sums[p] / counts[p] for p in phases},
+        "phases_over_25ms": {p: int(counts[p] - under.get(p, 0)) for p in phases},
+        "trader_bar_to_order": own,
+    }
+
+
+OWN_BUCKETS = ("0.03", "0.05", "0.1", "0.25", "0.5")
+
+
+class GcPauses:
+    """Garbage-collector pauses of this process (the loopback exchange's), in ms."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        self._gc = gc
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], (time.perf_counter() - self._started) * 1e3))
+
+    def close(self) -> list[tuple[int, float]]:
+        self._gc.callbacks.remove(self._callback)
+        return self.pauses
 
 
 # --------------------------------------------------------------------------- 3. crash run
@@ -582,6 +644,14 @@ def main(argv: list[str] | None = None) -> None:
             table.add_row("loopback exchange", bar["bars"], bar["bars_with_an_order"],
                           bar["p50_ms"], bar["p99_ms"], bar["max_ms"])  # fmt: skip
             print(table.render())
+            print("trader's phases, mean ms (per bar; order phases per order): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in bar["phases_mean_ms"].items()))  # fmt: skip
+            slow = {k: v for k, v in bar["phases_over_25ms"].items() if v}
+            own = bar["trader_bar_to_order"]
+            print(f"phases over 25 ms: {slow or 'none'}; the trader's own bar arrival -> ack of "
+                  f"{own.pop('orders'):.0f} orders, cumulative: {own}; "
+                  f"full GCs in the exchange's process: "
+                  f"{[round(ms) for ms in bar['exchange_gc_gen2_pauses_ms']]} ms")  # fmt: skip
             print(
                 f"p99 target {TARGET_BAR_TO_ORDER_P99_MS:g} ms: "
                 f"{'met' if bar['p99_ms'] < TARGET_BAR_TO_ORDER_P99_MS else 'MISSED'}\n",

@@ -293,6 +293,32 @@ def within_risk_limit(params: np.ndarray, notional: float, leverage: float) -> b
 
 
 @kernel
+def position_after_fill(
+    qty: float, entry: float, delta: float, price: float, lot: float
+) -> tuple[float, float, float]:
+    """(position, entry price, realised PnL in USDT) after ``delta`` contracts (signed) fill at
+    ``price`` on a position of ``qty`` entered at ``entry``: the accounting of
+    :func:`apply_fill` without its checks, also used to replay fills that did happen."""
+    new_qty = qty + delta
+    if abs(new_qty) < _EPS * lot:
+        new_qty = 0.0
+    if qty == 0.0 or (qty > 0) == (delta > 0):
+        # opening or adding: weighted-average entry, nothing realised
+        realised = 0.0
+        new_entry = (abs(qty) * entry + abs(delta) * price) / abs(new_qty)
+    else:
+        closed = min(abs(delta), abs(qty))
+        realised = closed * (price - entry) * (1.0 if qty > 0 else -1.0)
+        if new_qty == 0.0:
+            new_entry = 0.0
+        elif (new_qty > 0) == (qty > 0):
+            new_entry = entry  # partial close keeps the entry
+        else:
+            new_entry = price  # flipped: the remainder opened at this fill
+    return new_qty, new_entry, realised
+
+
+@kernel
 def apply_fill(
     state: np.ndarray,
     params: np.ndarray,
@@ -329,22 +355,7 @@ def apply_fill(
         return REFUSED_MIN_NOTIONAL
 
     fee = size * price * fee_rate
-    new_qty = qty + delta
-    if abs(new_qty) < _EPS * params[P_LOT]:
-        new_qty = 0.0
-    if qty == 0.0 or (qty > 0) == (delta > 0):
-        # opening or adding: weighted-average entry, nothing realised
-        realised = 0.0
-        new_entry = (abs(qty) * entry + size * price) / abs(new_qty)
-    else:
-        closed = min(size, abs(qty))
-        realised = closed * (price - entry) * (1.0 if qty > 0 else -1.0)
-        if new_qty == 0.0:
-            new_entry = 0.0
-        elif (new_qty > 0) == (qty > 0):
-            new_entry = entry  # partial close keeps the entry
-        else:
-            new_entry = price  # flipped: the remainder opened at this fill
+    new_qty, new_entry, realised = position_after_fill(qty, entry, delta, price, params[P_LOT])
     new_wallet = state[WALLET] + realised - fee
     if increases and not within_risk_limit(params, abs(new_qty) * new_entry, state[LEVERAGE]):
         state[REFUSED] += 1

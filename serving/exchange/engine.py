@@ -422,6 +422,28 @@ class ExchangeEngine:
             self._touch(acct)
             self._emit(acct, [])
 
+    def transfer(self, api_key: str, amount: float) -> float:
+        """Move ``amount`` USDT into (> 0) or out of (< 0) the account's futures wallet, as a
+        deposit, a withdrawal or Phemex's spot/futures transfer does: the wallet changes and
+        no execution is recorded. Returns the new wallet balance. Raises ValueError when the
+        wallet would go below the margin the position and open orders hold."""
+        with self._operation():
+            acct = self._account(api_key)
+            if not math.isfinite(amount):
+                raise ValueError(f"transfer amount must be a finite number of USDT, got {amount!r}")
+            wallet = acct.perp.wallet_balance + amount
+            held = acct.perp.position_margin + acct.reserved_margin(self._last_price())
+            if amount < 0 and wallet < held:
+                raise ValueError(
+                    f"cannot withdraw {-amount:g} USDT: {held:g} of the "
+                    f"{acct.perp.wallet_balance:g} in the wallet is held as margin"
+                )
+            acct.perp.state[WALLET] = wallet
+            acct.updated_ms = self._now_ms
+            self._touch(acct)
+            self._emit(acct, [])
+            return wallet
+
     # ------------------------------------------------------------------ the time line
     @contextlib.contextmanager
     def _operation(self) -> Iterator[None]:

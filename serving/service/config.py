@@ -110,7 +110,18 @@ class ExecutionSettings:
     set_leverage: bool = True
     """Set the agent's leverage on the exchange at start-up."""
     max_error_bars: int = 3
-    """Bars in a row the exchange may fail before the trader halts."""
+    """Bars in a row the exchange may fail before the trader halts (rate-limited bars do
+    not count)."""
+    rate_limit_wait_s: float = 2.0
+    """After "too many requests", a call waits a pause up to this long before it is sent
+    (the exchange's Retry-After, else exponential backoff); a longer one refuses it."""
+    rate_limit_max_pause_s: float = 60.0
+    """Cap on any rate-limit pause, whatever the exchange asks."""
+    balance_tolerance: float = 0.01
+    """USDT: a larger gap between the exchange's wallet and the journal's expectation is a
+    reconciliation mismatch (the exchange's figure is adopted)."""
+    halt_on_balance_mismatch: bool = False
+    """Also halt (without flattening) on a balance mismatch."""
 
 
 @dataclass

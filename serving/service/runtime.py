@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serving.service.config import config_dict, config_hash, journal_url
-from serving.service.secrets import (
+from serving.service.secrets import StartRefused, control_token, redact
+from serving.trader.client import (
     Credentials,
-    StartRefused,
-    control_token,
+    MissingCredentials,
     exchange_credentials,
-    redact,
+    paper_account_credentials,
 )
 
 if TYPE_CHECKING:
@@ -55,16 +55,18 @@ class Preflight:
 
 def preflight(cfg: Any) -> Preflight:
     """Every reason not to start ``cfg``, as :class:`StartRefused` naming the fix."""
-    from serving.exchange.accounts import DEFAULT_ACCOUNT
-
     mode = cfg.mode.value
     if mode == "live" and not cfg.live_confirmed:
         raise StartRefused(
             "mode=live trades real money and needs the explicit confirmation setting "
             "live_confirmed=true (go through the going-live checklist in docs/deployment.md first)"
         )
-    paper_default = Credentials(DEFAULT_ACCOUNT.api_key, DEFAULT_ACCOUNT.secret)
-    credentials = exchange_credentials(mode, cfg.secrets_dir, paper_default=paper_default)
+    try:
+        credentials = exchange_credentials(
+            mode, cfg.secrets_dir, paper_default=paper_account_credentials()
+        )
+    except MissingCredentials as exc:
+        raise StartRefused(str(exc)) from None
     token = control_token(mode, cfg.secrets_dir, cfg.server.min_live_token_length)
     if cfg.max_bars is not None and cfg.max_bars < 1:
         raise StartRefused(f"max_bars={cfg.max_bars}: must be >= 1 (or null for no bound)")
@@ -151,25 +153,17 @@ class ServiceRuntime:
         self.task = asyncio.create_task(self._run(), name="trader")
 
     async def _run(self) -> None:
-        from envs.client import make_phemex_client
         from serving.trader import Trader, TraderRefused
+        from serving.trader.client import open_client
 
-        mode = self.cfg.mode.value
-        creds = self.checks.credentials
         try:
-            self.client = make_phemex_client(
+            self.client = await open_client(
+                self.checks.credentials,
                 base_url=self.exchange_url,
-                testnet=mode == "testnet",
-                api_key=creds.api_key,
-                secret=creds.secret,
-                pro=True,
+                testnet=self.cfg.mode.value == "testnet",
                 rate_limit=self.cfg.exchange.rate_limit,
+                timeout_ms=self.cfg.exchange.timeout_ms,
             )
-            self.client.timeout = int(self.cfg.exchange.timeout_ms)
-            try:
-                await self.client.load_markets()
-            except Exception as exc:
-                raise TraderRefused(f"could not load the exchange's markets: {exc}") from exc
             self.trader = Trader(self.trader_settings(), self.agent, self.client)
             await self.trader.run()
         except TraderRefused as exc:

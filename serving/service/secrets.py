@@ -3,18 +3,19 @@
 They come only from the environment (``PHEMEX_API_KEY``, ``PHEMEX_API_SECRET``,
 ``PHEMEX_RL_CONTROL_TOKEN``) or from files of those names in a mounted secret directory
 (``secrets_dir``: a Kubernetes Secret volume, Docker secrets); an environment variable wins.
+The exchange keys are read by :func:`serving.trader.client.exchange_credentials`, the same
+for ``python -m serving.trader``.
 They are never part of a config, never logged, and :func:`redact` keeps them off every page.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from envs.client import API_KEY_ENV, API_SECRET_ENV
+from serving.trader.client import read_secret
 
 CONTROL_TOKEN_ENV = "PHEMEX_RL_CONTROL_TOKEN"
 REDACTED = "***"
@@ -23,53 +24,6 @@ _SECRET_KEY = re.compile(r"secret|token|password|passwd|passphrase|api_?key|cred
 
 class StartRefused(ValueError):
     """The service must not start with these settings; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An exchange API key pair (never shown in ``repr``)."""
-
-    api_key: str = field(repr=False)
-    secret: str = field(repr=False)
-
-
-def read_secret(name: str, secrets_dir: str | Path | None) -> str | None:
-    """``$name``, else the file ``secrets_dir/name`` (surrounding whitespace stripped);
-    None when neither is set or both are empty."""
-    import os
-
-    value = os.environ.get(name, "").strip()
-    if value:
-        return value
-    if secrets_dir is not None:
-        path = Path(secrets_dir) / name
-        if path.is_file():
-            value = path.read_text().strip()
-            if value:
-                return value
-    return None
-
-
-def exchange_credentials(
-    mode: str, secrets_dir: str | Path | None, *, paper_default: Credentials | None = None
-) -> Credentials:
-    """The API keys for ``mode``.
-
-    ``testnet`` and ``live`` need both keys and raise :class:`StartRefused` naming the missing
-    one(s); ``paper`` falls back to ``paper_default`` (the loopback exchange's own account).
-    """
-    key = read_secret(API_KEY_ENV, secrets_dir)
-    secret = read_secret(API_SECRET_ENV, secrets_dir)
-    if key and secret:
-        return Credentials(key, secret)
-    if mode == "paper" and paper_default is not None and not (key or secret):
-        return paper_default
-    missing = [name for name, value in ((API_KEY_ENV, key), (API_SECRET_ENV, secret)) if not value]
-    where = "the environment" + (f" or files in secrets_dir={secrets_dir}" if secrets_dir else "")
-    raise StartRefused(
-        f"mode={mode} needs exchange API keys: {' and '.join(missing)} "
-        f"{'is' if len(missing) == 1 else 'are'} missing (set {' and '.join(missing)} in {where})"
-    )
 
 
 def control_token(mode: str, secrets_dir: str | Path | None, min_live_length: int) -> str | None:

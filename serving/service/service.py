@@ -27,6 +27,8 @@ from serving.service.runtime import ServiceRuntime, preflight, resolve_agent_tag
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 log = logging.getLogger(__name__)
 
+QUIET_PATHS = ("/status", "/livez", "/readyz", "/healthz", "/metrics")
+"""Paths BentoML's access log skips (prefix match)."""
 CONFIG = compose_serving(overrides_from_env())
 """The serving config of this process (a typo in ``$PHEMEX_RL_SERVE_OVERRIDES`` fails here)."""
 AGENT_TAG = resolve_agent_tag(CONFIG.agent)
@@ -45,6 +47,9 @@ app = create_app(
     http={"host": CONFIG.server.host, "port": int(CONFIG.server.port)},
     # The events stream is long-lived; BentoML's request timeout would cut it.
     traffic={"timeout": 24 * 3600, "max_concurrency": 256},
+    # Polled endpoints stay out of the access log: `phemex-rl serve --max-bars` polls /status,
+    # probes and Prometheus poll the others (this list replaces BentoML's default one).
+    logging={"access": {"skip_paths": list(QUIET_PATHS)}},
     envs=[{"name": "BENTOML_DO_NOT_TRACK", "value": "true"}],
 )
 @bentoml.asgi_app(app, path="/")

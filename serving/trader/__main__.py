@@ -5,10 +5,13 @@ The file holds a :class:`serving.trader.settings.RunFile`::
     {"agent": "phemex-ppo-btc-5m:latest",
      "base_url": "http://127.0.0.1:8080",          # the loopback exchange; omit for Phemex
      "api_key": "paper-key", "secret": "paper-secret", "rate_limit": false,
+     "timeout_ms": 10000,
      "trader": {"mode": "paper", "account": "paper", "journal_url": "sqlite:///journal.sqlite",
                 "risk": {"max_drawdown": 0.2}}}
 
-Keys for testnet/live come from ``PHEMEX_API_KEY`` / ``PHEMEX_API_SECRET``. SIGTERM or
+Keys for testnet/live come from ``PHEMEX_API_KEY`` / ``PHEMEX_API_SECRET`` in the
+environment or files of those names in ``secrets_dir`` (:mod:`serving.trader.client`, as
+the service reads them); paper without keys trades the loopback exchange's own account. SIGTERM or
 Ctrl-C stops the loop after the bar in hand. Exit status: 0 stopped, 2 refused to trade,
 1 error.
 """
@@ -18,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 
@@ -30,25 +32,39 @@ log = logging.getLogger("serving.trader")
 async def run_trader(run: RunFile) -> int:
     """Build the client and the trader of ``run``, trade until stopped; the exit status."""
     from agents.bundle import load_agent
-    from envs.client import API_KEY_ENV, API_SECRET_ENV, make_phemex_client
+    from serving.trader.client import (
+        Credentials,
+        MissingCredentials,
+        exchange_credentials,
+        open_client,
+        paper_account_credentials,
+    )
     from serving.trader.trader import Trader, TraderRefused
 
-    if run.trader.mode != "paper" and run.base_url is None:
-        missing = [name for name in (API_KEY_ENV, API_SECRET_ENV) if not os.environ.get(name)]
-        if missing:
-            log.error("%s mode needs %s in the environment", run.trader.mode, " and ".join(missing))
-            return 2
-    agent = load_agent(run.agent)
-    client = make_phemex_client(
-        base_url=run.base_url,
-        testnet=run.testnet,
-        api_key=run.api_key,
-        secret=run.secret,
-        pro=True,
-        rate_limit=run.rate_limit,
-    )
+    mode = run.trader.mode
     try:
-        await client.load_markets()
+        if run.api_key and run.secret:  # paper only (load_run_file refuses them for live)
+            credentials = Credentials(run.api_key, run.secret)
+        else:
+            credentials = exchange_credentials(
+                mode, run.secrets_dir, paper_default=paper_account_credentials()
+            )
+    except MissingCredentials as exc:
+        log.error("%s", exc)
+        return 2
+    agent = load_agent(run.agent)
+    try:
+        client = await open_client(
+            credentials,
+            base_url=run.base_url,
+            testnet=run.testnet,
+            rate_limit=run.rate_limit,
+            timeout_ms=run.timeout_ms,
+        )
+    except TraderRefused as exc:
+        log.error("refused to trade: %s", exc.reason)
+        return 2
+    try:
         trader = Trader(run.trader, agent, client)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -57,7 +73,7 @@ async def run_trader(run: RunFile) -> int:
             "trading %s on %s (%s), journal %s",
             agent.tag,
             trader.symbol,
-            run.trader.mode,
+            mode,
             trader.config()["trader"]["journal_url"],
         )
         try:

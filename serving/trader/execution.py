@@ -30,6 +30,12 @@ from envs.market import ContractSpec, step_decimals
 from serving.trader.events import EventLog
 from serving.trader.journal import IN_FLIGHT, Journal, now_ms
 from serving.trader.metrics import TraderMetrics
+from serving.trader.ratelimit import (
+    RATE_LIMIT_ERRORS,
+    RateLimited,
+    RateLimitPause,
+    retry_after_s,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,19 @@ NOT_RETRIED = frozenset({"create_order", "cancel_order", "set_leverage"})
 """Calls that change the account: never repeated blindly."""
 READ_ATTEMPTS = 3
 READ_BACKOFF_S = 0.1
+RATE_LIMIT_BACKOFF_S = 0.5
+"""First pause after a "too many requests" answer that names no wait (then doubled)."""
 FOLLOW_POLL_S = 0.05
+
+
+async def gather_all(*aws: Any) -> list[Any]:
+    """``asyncio.gather`` that lets every call finish before raising the first error: a call
+    still running must not journal or retry behind the error handling's back."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
 
 
 def client_order_id(account: str, agent: str, bar_ms: int, intent: str) -> str:
@@ -59,6 +77,15 @@ def client_order_id(account: str, agent: str, bar_ms: int, intent: str) -> str:
     (Phemex allows 40). The same decision always gets the same id."""
     key = f"{account}|{agent}|{bar_ms}|{intent}"
     return CLIENT_ID_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An order journaled before it is sent: its row, and whether :meth:`Executor.intend`
+    wrote it now (False: the client id existed, so it is only ever queried)."""
+
+    row: dict[str, Any]
+    new: bool
 
 
 @dataclass(frozen=True)
@@ -89,6 +116,9 @@ class Executor:
         symbol: ccxt symbol; contract: lot and tick rules.
         order_timeout_s: how long :meth:`place` follows an order before leaving it in flight.
         settle_grace_s: see the module doc.
+        rate_limit_wait_s: longest rate-limit pause a call waits out before it is sent;
+            a longer one refuses the call unsent.
+        rate_limit_max_pause_s: cap on the pause after a "too many requests" answer.
     """
 
     def __init__(
@@ -104,6 +134,8 @@ class Executor:
         contract: ContractSpec,
         order_timeout_s: float,
         settle_grace_s: float,
+        rate_limit_wait_s: float = 2.0,
+        rate_limit_max_pause_s: float = 60.0,
     ) -> None:
         self.client = client
         self.journal = journal
@@ -115,6 +147,10 @@ class Executor:
         self.contract = contract
         self.order_timeout_s = order_timeout_s
         self.settle_grace_s = settle_grace_s
+        self.rate_limit_wait_s = rate_limit_wait_s
+        self.pause = RateLimitPause(
+            min(RATE_LIMIT_BACKOFF_S, rate_limit_max_pause_s), rate_limit_max_pause_s
+        )
         self._decimals = step_decimals(contract.lot_size)
         self.sent_times: list[float] = []
         """Wall times (monotonic s) of the orders sent, for the orders-per-minute limit."""
@@ -123,36 +159,58 @@ class Executor:
     async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """``client.<name>(...)``, counting failures and rate-limit hits.
 
-        Reads are retried on network errors (timeouts, 5xx, rate limits) with backoff;
-        orders never are (see the module doc).
+        Reads are retried on network errors (timeouts, 5xx) with backoff; orders never are
+        (see the module doc). After a "too many requests" answer nothing is sent until the
+        exchange's pause is over (:mod:`serving.trader.ratelimit`): a call waits for a
+        pause of up to ``rate_limit_wait_s``, and is refused unsent
+        (:class:`~serving.trader.ratelimit.RateLimited`) when the pause is longer.
         """
         attempts = 1 if name in NOT_RETRIED else READ_ATTEMPTS
         for attempt in range(attempts):
+            await self._wait_for_pause(name)
             try:
-                return await getattr(self.client, name)(*args, **kwargs)
-            except ccxt.RateLimitExceeded as exc:
+                result = await getattr(self.client, name)(*args, **kwargs)
+            except RATE_LIMIT_ERRORS as exc:
                 self.metrics.rate_limit_hits.inc()
-                self.metrics.exchange_errors.labels(name, "RateLimitExceeded").inc()
+                self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
+                # read at once: the headers are those of this answer until the next await
+                headers = getattr(self.client, "last_response_headers", None)
+                pause = self.pause.hit(retry_after_s(headers))
+                log.info("%s: too many requests; nothing sent for %.2f s", name, pause)
                 if attempt == attempts - 1:
                     raise
-                error: Exception = exc
+                continue  # the next attempt waits the pause out first
             except ccxt.NetworkError as exc:
                 self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
                 if attempt == attempts - 1:
                     raise
-                error = exc
+                delay = READ_BACKOFF_S * 2**attempt
+                log.info("%s failed (%s); retry in %.2f s", name, _reason(exc), delay)
+                await asyncio.sleep(delay)
+                continue
             except Exception as exc:
                 self.metrics.exchange_errors.labels(name, type(exc).__name__).inc()
                 raise
-            delay = READ_BACKOFF_S * 2**attempt
-            log.info("%s failed (%s); retry in %.2f s", name, _reason(error), delay)
-            await asyncio.sleep(delay)
+            self.pause.ok()
+            return result
         raise AssertionError("unreachable")
+
+    async def _wait_for_pause(self, name: str) -> None:
+        wait = self.pause.remaining()
+        if wait <= 0:
+            return
+        if wait > self.rate_limit_wait_s:
+            raise RateLimited(
+                f"{name} not sent: the exchange asked for a pause after too many requests, "
+                f"{wait:.1f} s to go (rate_limit_wait_s is {self.rate_limit_wait_s:g})"
+            )
+        await asyncio.sleep(wait)
 
     async def snapshot(self) -> AccountSnapshot:
         """Wallet and position of the symbol."""
-        balance = await self.call("fetch_balance")
-        positions = await self.call("fetch_positions", [self.symbol])
+        balance, positions = await gather_all(
+            self.call("fetch_balance"), self.call("fetch_positions", [self.symbol])
+        )
         wallet = float((balance.get("USDT") or {}).get("total") or 0.0)
         pos = next((p for p in positions if p.get("symbol") == self.symbol), None)
         if pos is None or not pos.get("contracts"):
@@ -182,10 +240,17 @@ class Executor:
         An order this (bar, intent) already has is never sent again: its row is settled
         and returned instead.
         """
+        return await self.send(self.intend(bar_ms, intent, delta, reduce_only=reduce_only))
+
+    def intend(self, bar_ms: int, intent: str, delta: float, *, reduce_only: bool) -> Intent:
+        """Journal the intent of a market order for signed ``delta`` contracts (state
+        ``sent``), to be committed before :meth:`send` (inside the caller's
+        :meth:`Journal.batch`, if any). An order this (bar, intent) already has is
+        returned as it is, never written again."""
         cid = client_order_id(self.account, self.agent, bar_ms, intent)
         existing = self.journal.order(self.account, cid)
         if existing is not None:
-            return await self.settle(existing)
+            return Intent(existing, new=False)
         qty = self.round_qty(abs(delta))
         side = "buy" if delta > 0 else "sell"
         now = now_ms()
@@ -208,16 +273,37 @@ class Executor:
             "sent_ms": now,
             "updated_ms": now,
         }
-        self.journal.insert_order(row)  # the intent, committed before the exchange call
+        with self.metrics.phases("journal_intent"):
+            self.journal.insert_order(row)
+        return Intent(row, new=True)
+
+    async def send(self, intent: Intent) -> dict[str, Any]:
+        """Send the order whose intent :meth:`intend` journaled (and the caller committed) and
+        follow it; an order that existed already is only settled (queried), never resent."""
+        row = intent.row
+        if not intent.new:
+            return await self.settle(row)
+        cid, side, qty, reduce_only = row["client_id"], row["side"], row["qty"], row["reduce_only"]
         self.sent_times.append(time.monotonic())
         params: dict[str, Any] = {"clientOrderId": cid}
         if reduce_only:
             params["reduceOnly"] = True
         try:
-            order = await self.call("create_order", self.symbol, "market", side, qty, None, params)
+            with self.metrics.phases("order_call"):
+                order = await self.call(
+                    "create_order", self.symbol, "market", side, qty, None, params
+                )
         except ccxt.DuplicateOrderId as exc:  # it exists: learn its state by query
             row = self._update(cid, status="unknown", reason=_reason(exc))
             return await self.settle(row)
+        except RATE_LIMIT_ERRORS as exc:
+            # "Too many requests" is Phemex's answer before an order reaches matching (or the
+            # call was refused unsent): a refusal, final; the next bar decides again.
+            self.metrics.rejects.labels("rate_limited").inc()
+            self.metrics.orders.labels(side, "rejected").inc()
+            row = self._update(cid, status="rejected", reason="rate limited: " + _reason(exc))
+            self.events.emit("order", _order_event(row))
+            return row
         except REJECTIONS as exc:
             reason = _reason(exc)
             self.metrics.rejects.labels(type(exc).__name__).inc()
@@ -231,10 +317,12 @@ class Executor:
             self.events.emit("order", _order_event(row))
             log.warning("order %s: outcome unknown (%s); it stays in flight", cid, row["reason"])
             return row
-        row = self._apply(cid, order)
-        self.metrics.orders.labels(side, row["status"]).inc()
-        self.events.emit("order", _order_event(row))
-        return await self.follow(row)
+        with self.metrics.phases("journal_outcome"), self.journal.batch():
+            row = self._apply(cid, order)
+            self.metrics.orders.labels(side, row["status"]).inc()
+            self.events.emit("order", _order_event(row))
+        with self.metrics.phases("follow"):
+            return await self.follow(row)
 
     async def follow(self, row: dict[str, Any]) -> dict[str, Any]:
         """Poll an open order by client id until it is final or ``order_timeout_s`` passes."""
@@ -264,9 +352,10 @@ class Executor:
             log.warning("order %s: query failed (%s); still in flight", cid, _reason(exc))
             return row
         before = row["status"]
-        row = self._apply(cid, order)
-        if row["status"] != before:
-            self.events.emit("order", _order_event(row))
+        with self.journal.batch():
+            row = self._apply(cid, order)
+            if row["status"] != before:
+                self.events.emit("order", _order_event(row))
         return row
 
     async def settle_all(self) -> list[dict[str, Any]]:
@@ -333,9 +422,10 @@ class Executor:
             if len(page) < TRADES_PAGE or since_ms is None:
                 break
         rows.sort(key=lambda r: (r["time_ms"], r["exec_id"]))
-        new = self.journal.add_fills(rows)
-        for fill in new:
-            self.events.emit("fill", {k: v for k, v in fill.items() if k != "account"})
+        with self.journal.batch():
+            new = self.journal.add_fills(rows)
+            for fill in new:
+                self.events.emit("fill", {k: v for k, v in fill.items() if k != "account"})
         return new
 
     def _fill_row(self, trade: dict[str, Any], ours: dict[str, str]) -> dict[str, Any]:

@@ -2,9 +2,49 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+PHASE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class PhaseTimer:
+    """Wall time per phase of one bar's handling, observed into a labelled histogram when the
+    bar ends; :attr:`last` keeps the latest bar's figures (seconds by phase)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self.last: dict[str, float] = {}
+        self._bar: dict[str, float] | None = None
+
+    def start_bar(self) -> None:
+        self._bar = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        """Time the block as ``phase`` (a phase entered twice in a bar adds up); outside a
+        bar (start-up, control requests) nothing is recorded."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - started)
+
+    def add(self, phase: str, seconds: float) -> None:
+        """Record ``seconds`` of ``phase`` measured by the caller."""
+        if self._bar is not None:
+            self._bar[phase] = self._bar.get(phase, 0.0) + seconds
+
+    def end_bar(self) -> None:
+        if self._bar is None:
+            return
+        for phase, seconds in self._bar.items():
+            self.histogram.labels(phase).observe(seconds)
+        self.last, self._bar = self._bar, None
 
 
 class TraderMetrics:
@@ -15,6 +55,8 @@ class TraderMetrics:
         loop_latency: seconds from a bar's arrival to its decision journaled (orders sent).
         bar_to_order: seconds from a bar's arrival to the exchange's acknowledgement of the
             order it led to.
+        bar_phase: seconds of each phase of a bar's handling (``phase`` label: settle, fills,
+            account, journal, features, policy, risk, place, ...): where the loop's time goes.
         orders: orders sent, by side and outcome status.
         rejects: orders the exchange or the risk checks refused, by reason.
         rate_limit_hits: exchange calls answered "too many requests".
@@ -42,6 +84,14 @@ class TraderMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.bar_phase = Histogram(
+            p + "bar_phase_seconds",
+            "time spent in one phase of a bar's handling",
+            ["phase"],
+            buckets=PHASE_BUCKETS,
+            registry=r,
+        )
+        self.phases = PhaseTimer(self.bar_phase)
         self.orders = Counter(p + "orders", "orders sent", ["side", "status"], registry=r)
         self.rejects = Counter(p + "order_rejects", "orders refused", ["reason"], registry=r)
         self.rate_limit_hits = Counter(

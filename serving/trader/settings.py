@@ -115,7 +115,16 @@ class TraderSettings:
             this long after it was sent (a request may still be in transit).
         set_leverage: set the agent's leverage on the exchange at start-up.
         max_error_bars: bars in a row the exchange may fail (after retries) before the
-            trader halts.
+            trader halts. Bars lost to the exchange's rate limit do not count: they are
+            journaled with verdict ``rate_limited``.
+        rate_limit_wait_s: after a "too many requests" answer, a call waits a pause of up to
+            this long (the exchange's ``Retry-After``, else an exponential backoff) before
+            it is sent; a longer pause refuses it unsent.
+        rate_limit_max_pause_s: cap on any such pause, whatever the exchange asks.
+        balance_tolerance: largest difference (USDT) between the exchange's wallet balance
+            and the journal's expectation that reconciliation lets pass; a larger one is a
+            ``balance`` mismatch, resolved by adopting the exchange's figure.
+        halt_on_balance_mismatch: also halt (without flattening) on a ``balance`` mismatch.
     """
 
     mode: str = "paper"
@@ -133,6 +142,10 @@ class TraderSettings:
     settle_grace_s: float = 2.0
     set_leverage: bool = True
     max_error_bars: int = 3
+    rate_limit_wait_s: float = 2.0
+    rate_limit_max_pause_s: float = 60.0
+    balance_tolerance: float = 0.01
+    halt_on_balance_mismatch: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -145,9 +158,17 @@ class TraderSettings:
             isinstance(self.max_bars, int) and self.max_bars >= 0
         ):
             raise ValueError(f"max_bars must be an integer >= 0 or None, got {self.max_bars!r}")
-        for name in ("reconcile_every_s", "order_timeout_s", "lease_ttl_s"):
+        for name in (
+            "reconcile_every_s",
+            "order_timeout_s",
+            "lease_ttl_s",
+            "rate_limit_max_pause_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("rate_limit_wait_s", "balance_tolerance"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.bar_interval_s is not None and not self.bar_interval_s > 0:
             raise ValueError(f"bar_interval_s must be > 0 or None, got {self.bar_interval_s!r}")
         if not self.config_hash:
@@ -191,8 +212,11 @@ class RunFile:
         base_url: a Phemex-protocol server (the loopback exchange); None talks to Phemex.
         testnet: Phemex's testnet (ignored with ``base_url``).
         api_key, secret: paper credentials only; real keys come from ``PHEMEX_API_KEY`` /
-            ``PHEMEX_API_SECRET``, never a file.
+            ``PHEMEX_API_SECRET`` (environment or ``secrets_dir``), never this file.
+        secrets_dir: a mounted secret directory holding files named ``PHEMEX_API_KEY`` and
+            ``PHEMEX_API_SECRET`` (the environment wins).
         rate_limit: ccxt's client-side throttle.
+        timeout_ms: exchange request timeout.
     """
 
     trader: TraderSettings
@@ -201,7 +225,9 @@ class RunFile:
     testnet: bool = False
     api_key: str | None = None
     secret: str | None = None
+    secrets_dir: str | None = None
     rate_limit: bool = True
+    timeout_ms: int = 10_000
 
 
 def load_run_file(path: str | Path) -> RunFile:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import logging
 import os
@@ -38,11 +39,13 @@ from envs.bar import Bar
 from envs.data.market_data import timeframe_to_ms
 from envs.streams.base import BarStream, bars_to_market
 from envs.trading_env import EnvLayout
+from serving.trader.balance import BalanceMark, expect_balance
 from serving.trader.drift import DriftMonitor
 from serving.trader.events import EventLog, json_safe
-from serving.trader.execution import AccountSnapshot, Executor
+from serving.trader.execution import AccountSnapshot, Executor, gather_all
 from serving.trader.journal import IN_FLIGHT, Journal, LeaseHeld, bar_row, now_ms
 from serving.trader.metrics import TraderMetrics
+from serving.trader.ratelimit import RATE_LIMIT_ERRORS
 from serving.trader.risk import HALTED, KILLED, PAUSED, RUNNING, RiskManager, RiskState, Trigger
 from serving.trader.settings import TraderSettings
 
@@ -56,6 +59,35 @@ log = logging.getLogger(__name__)
 STATUSES = ("starting", "reconciling", RUNNING, PAUSED, HALTED, KILLED, "stopped", "refused")
 STARTUP_SETTLE_TRIES = 5
 """Start-up queries of orders whose outcome is unknown before refusing to trade."""
+STARTUP_RATE_LIMIT_TRIES = 5
+"""Start-up reconciliations retried after the exchange's rate limit before refusing."""
+RECONCILE_RETRY_S = 1.0
+"""Shortest wait before a reconciliation the rate limit stopped is tried again."""
+RATE_LIMITED_PREFIX = "rate limited: "
+
+
+CHECKPOINT_EVERY_BARS = 50
+"""Bars between journal checkpoints (a bar writes about 15 WAL pages)."""
+REQUEST_SEND_YIELDS = 10
+"""Event-loop turns given to the bar's exchange reads before the features are computed (CPU,
+blocking the loop), so that the exchange answers while they are: ccxt and aiohttp take
+several turns to write a request. Measured (ccxt 4.5.90): after 3 turns the reads still
+waited 6.6 ms after the features, after 8 turns 0.4 ms. Too few only loses the overlap; a
+worker thread for the features did worse (13 ms instead of 6.5: the GIL)."""
+
+
+def freeze_heap() -> None:
+    """Move every object alive now out of the garbage collector's sight (``gc.freeze``).
+
+    By the first bar the process holds what it keeps for its life: torch and the policy,
+    pandas, ccxt with its markets, BentoML in the service. A full (generation 2) collection
+    walks all of it, and one ran every few dozen bars, mid-bar: 0.2-0.6 s measured in the
+    service worker, the whole p99 of bar -> order. Frozen, those objects are still freed by
+    reference counting; only cycles among them are never collected, which is what
+    start-up state is for.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class TraderRefused(RuntimeError):
@@ -141,6 +173,8 @@ class Trader:
             contract=self.contract,
             order_timeout_s=settings.order_timeout_s,
             settle_grace_s=settings.settle_grace_s,
+            rate_limit_wait_s=settings.rate_limit_wait_s,
+            rate_limit_max_pause_s=settings.rate_limit_max_pause_s,
         )
         self.risk_manager = RiskManager(
             settings.risk,
@@ -170,6 +204,8 @@ class Trader:
         self._error_bars = 0
         self._persisted_risk: dict[str, Any] | None = None
         self._policy_state: Any = None
+        self._recorded_bar_ms: int | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
         self._started_ms = now_ms()
         self._obs = np.zeros(self.layout.obs_size, dtype=np.float32)
 
@@ -189,6 +225,11 @@ class Trader:
             log.info("lease on account %r taken by %s", self.account, self.holder)
             self._set_status("reconciling", "")
             ok, reason = await self.reconcile(startup=True)
+            for _ in range(STARTUP_RATE_LIMIT_TRIES):
+                if ok or not reason.startswith(RATE_LIMITED_PREFIX):
+                    break
+                await asyncio.sleep(max(self.executor.pause.remaining(), RECONCILE_RETRY_S))
+                ok, reason = await self.reconcile(startup=True)
             if not ok:
                 raise TraderRefused(f"reconciliation failed: {reason}")
             log.info("reconciled with the exchange")
@@ -200,6 +241,8 @@ class Trader:
                 stream = CcxtBarStream(self.client, self.symbol, self.timeframe)
             self._bars.extend(await stream.history(self.buffer_bars))
             log.info("warm-up: %d bars of history; trading", len(self._bars))
+            self._warm_up()
+            freeze_heap()
             self._set_status(self.risk_manager.state.state, self.risk_manager.state.reason)
             await self._loop(stream)
         except TraderRefused as exc:
@@ -212,6 +255,32 @@ class Trader:
                 self._holding_lease = False
             if self._status != "refused":
                 self._set_status("stopped", self._reason)
+
+    def _warm_up(self) -> None:
+        """Run the decision path once on the history, trading nothing, so that the first bar
+        does not pay for first calls: lazy imports, numba kernels loaded from their cache,
+        torch's first forward pass (0.3-0.4 s together in the service, measured on the
+        first bar's order before this)."""
+        snap = self._snapshot
+        if snap is None or not self._bars:
+            return
+        state = self._account_vector(snap)
+        equity = float(acc.equity(state, self._bars[-1].close))
+        observed = self._observe(self._feature_matrix(), state, equity)
+        if observed is None:
+            return
+        # the model itself: no policy state (recurrent agents) or call count is touched
+        self.agent.model.predict(observed[1], deterministic=True)
+        replay.rebalance_order(
+            equity,
+            state[acc.LEVERAGE],
+            self.layout.settings[replay.C_MARGIN_USAGE],
+            self.layout.settings[replay.C_REBALANCE_BAND],
+            self.contract.lot_size,
+            self._bars[-1].close,
+            snap.qty,
+            0.0,
+        )
 
     async def _set_leverage(self) -> None:
         """Put the exchange on the agent's leverage (sizing and margin assume it)."""
@@ -255,7 +324,9 @@ class Trader:
                         bar = task.result()
                     except StopAsyncIteration:
                         break
-                    await self._on_bar(bar)
+                    await self._on_bar(bar, time.perf_counter())
+                    if self._bars_seen % CHECKPOINT_EVERY_BARS == 0:
+                        self._checkpoint_soon()
                 if self._stop.is_set():
                     break
                 if self._next_reconcile_in() <= 0:
@@ -266,33 +337,75 @@ class Trader:
                 pending_bar.cancel()
                 with contextlib.suppress(BaseException):
                     await pending_bar
+            if self._checkpointing is not None:
+                with contextlib.suppress(Exception):
+                    await self._checkpointing
+
+    def _checkpoint_soon(self) -> None:
+        """Checkpoint the journal in a worker thread while the loop waits for the next bar
+        (one at a time; a failure is logged: SQLite checkpoints again at the next open)."""
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+
+        async def checkpoint() -> None:
+            try:
+                await asyncio.to_thread(self.journal.checkpoint)
+            except Exception as exc:
+                log.warning("journal checkpoint failed: %s", exc)
+
+        self._checkpointing = asyncio.ensure_future(checkpoint())
 
     # ------------------------------------------------------------------ one bar
-    async def _on_bar(self, bar: Bar) -> None:
+    async def _on_bar(self, bar: Bar, arrived: float | None = None) -> None:
+        """Handle one closed bar; ``arrived`` (``perf_counter``): when the stream gave it, so
+        that the latencies include waiting for the lock (a control request, a
+        reconciliation)."""
         async with self._lock:
-            started = time.perf_counter()
+            started = time.perf_counter() if arrived is None else arrived
+            phase = self._metrics.phases
+            phase.start_bar()
+            phase.add("lock_wait", time.perf_counter() - started)
             self._last_bar_wall = time.monotonic()
             self._bars_seen += 1
             self._bars.append(bar)
             self.risk_manager.on_bar()
             self._metrics.bars.inc()
-            self.journal.record_bar(self.account, bar)
-            self.events.emit("bar", bar_row(bar))
             try:
                 decision = await self._decide_and_trade(bar, started)
+                with phase("fills"):  # the order's fills, funding, external trades
+                    await self._sync_fills()
                 self._error_bars = 0
+            except RATE_LIMIT_ERRORS as exc:  # rate limited: backing off, not failing
+                decision = await self._failed_bar(bar, exc, rate_limited=True)
             except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
                 decision = await self._failed_bar(bar, exc)
-            self._persist_risk()
-            latency = time.perf_counter() - started
-            self._metrics.loop_latency.observe(latency)
-            self.journal.update_decision(self.account, bar.open_ms, latency_ms=latency * 1000)
-            decision["latency_ms"] = latency * 1000
-            self.events.emit("decision", _brief(decision))
+            with phase("journal_after"), self.journal.batch():
+                self._persist_risk()
+                latency = time.perf_counter() - started
+                self._metrics.loop_latency.observe(latency)
+                self.journal.update_decision(
+                    self.account,
+                    bar.open_ms,
+                    latency_ms=latency * 1000,
+                    orders=decision["orders"],
+                )
+                decision["latency_ms"] = latency * 1000
+                self.events.emit("decision", _brief(decision))
+            phase.end_bar()
+
+    def _record_bar(self, bar: Bar) -> None:
+        """Journal the bar and announce it (once per bar, inside the bar's first batch)."""
+        if self._recorded_bar_ms == bar.open_ms:
+            return
+        self.journal.record_bar(self.account, bar)
+        self.events.emit("bar", bar_row(bar))
+        self._recorded_bar_ms = bar.open_ms
 
     async def _decide_and_trade(self, bar: Bar, started: float) -> dict[str, Any]:
         ex = self.executor
-        pending = await ex.settle_all()
+        phase = self._metrics.phases
+        with phase("settle"):
+            pending = await ex.settle_all()
         unknown = [p for p in pending if p["status"] in ("sent", "unknown")]
         if unknown:
             # An order the exchange may not have received: wait out the grace period once so
@@ -302,31 +415,44 @@ class Trader:
             if wait_s > 0:
                 await asyncio.sleep(wait_s)
             pending = await ex.settle_all()
-        await self._sync_fills()
-        snap = await ex.snapshot()
+        # Before the order only the account is read (wallet and position at once). The new
+        # fills are journaled after it (_on_bar), except when a funding settlement falls on
+        # this bar's close: the equity below needs it. Meanwhile the features, which need
+        # only the bars, are computed (CPU) once the requests are on their way.
+        funding_now = bar.close_ms % self.contract.funding_interval_ms == 0
+        reads = [ex.snapshot(), *([self._sync_fills()] if funding_now else [])]
+        reading = asyncio.ensure_future(gather_all(*reads))
+        with phase("send_reads"):
+            for _ in range(REQUEST_SEND_YIELDS):
+                await asyncio.sleep(0)
+        with phase("features"):
+            matrix = self._feature_matrix()
+        with phase("exchange_reads"):
+            snap = (await reading)[0]
         self._snapshot = snap
         # Equity at the bar's close, as the env marks it: a funding settlement at that very
         # instant (the next bar's open) belongs to the next step, so it is added back.
-        close_ms = bar.close_ms
-        wallet = snap.wallet + self.journal.funding_since(self.account, close_ms)
-        state = self._account_vector(dataclasses.replace(snap, wallet=wallet))
-        equity = float(acc.equity(state, bar.close))
-        self._equity = equity
-        self._metrics.equity.set(equity)
-        self._metrics.position.set(snap.qty)
-        self.journal.record_equity(
-            {
-                "account": self.account,
-                "bar_ms": bar.open_ms,
-                "time_ms": now_ms(),
-                "equity": equity,
-                "wallet": wallet,
-                "upnl": equity - wallet,
-                "position": snap.qty,
-                "entry": snap.entry,
-                "price": bar.close,
-            }
-        )
+        with phase("journal_equity"), self.journal.batch():
+            wallet = snap.wallet + self.journal.funding_since(self.account, bar.close_ms)
+            state = self._account_vector(dataclasses.replace(snap, wallet=wallet))
+            equity = float(acc.equity(state, bar.close))
+            self._equity = equity
+            self._metrics.equity.set(equity)
+            self._metrics.position.set(snap.qty)
+            self._record_bar(bar)
+            self.journal.record_equity(
+                {
+                    "account": self.account,
+                    "bar_ms": bar.open_ms,
+                    "time_ms": now_ms(),
+                    "equity": equity,
+                    "wallet": wallet,
+                    "upnl": equity - wallet,
+                    "position": snap.qty,
+                    "entry": snap.entry,
+                    "price": bar.close,
+                }
+            )
         for trigger in self.risk_manager.on_equity(bar.open_ms, equity):
             await self._trigger(trigger, bar)
         if self.risk_manager.state.flatten_pending and not pending and snap.qty:
@@ -345,15 +471,17 @@ class Trader:
             "reason": "",
             "orders": [],
         }
-        observed = self._observe(state, equity)
+        with phase("observation"):
+            observed = self._observe(matrix, state, equity)
         if observed is None:
             decision.update(verdict="warmup", reason=f"{len(self._bars)} bars: features not ready")
             self.journal.record_decision(decision)
             return decision
         features, obs = observed
-        action, self._policy_state = self.agent.predict(
-            obs, state=self._policy_state, deterministic=True
-        )
+        with phase("policy"):
+            action, self._policy_state = self.agent.predict(
+                obs, state=self._policy_state, deterministic=True
+            )
         target = float(self.layout.target_exposure(action))
         target_qty, trade = replay.rebalance_order(
             equity,
@@ -375,7 +503,8 @@ class Trader:
             target=target,
             target_qty=target_qty,
         )
-        await self._check_drift(features, bar)
+        with phase("drift"):
+            await self._check_drift(features, bar)
 
         risk_state = self.risk_manager.state
         order_qty: float | None = None
@@ -401,6 +530,8 @@ class Trader:
         elif not trade:
             decision.update(verdict="no_trade")
         else:
+            with phase("last_price"):
+                last_price = await self._last_price()
             verdict = self.risk_manager.check_order(
                 target_qty=target_qty,
                 qty=snap.qty,
@@ -408,7 +539,7 @@ class Trader:
                 equity=equity,
                 orders_last_minute=self._orders_last_minute(),
                 stale_reason=self._stale_reason(bar),
-                last_price=await self._last_price(),
+                last_price=last_price,
             )
             decision.update(verdict=verdict.verdict, reason=verdict.reason)
             if verdict.verdict == "refused":
@@ -419,25 +550,36 @@ class Trader:
                 )
             else:
                 order_qty = verdict.target_qty
-        self.journal.record_decision(decision)  # the decision, before any order is sent
-
-        if order_qty is not None:
-            delta = ex.round_qty(order_qty - snap.qty)
+        delta = 0.0 if order_qty is None else ex.round_qty(order_qty - snap.qty)
+        intent = None
+        with phase("journal_decision"), self.journal.batch():
+            # the decision and the order's intent, committed together before it is sent
             if delta != 0:
+                assert order_qty is not None
                 reduces = abs(order_qty) <= abs(snap.qty) and order_qty * snap.qty >= 0
-                row = await ex.place(bar.open_ms, "rebalance", delta, reduce_only=reduces)
-                if row["status"] not in ("sent", "unknown"):
-                    self._metrics.bar_to_order.observe(time.perf_counter() - started)
-                decision["orders"] = [row["client_id"]]
-                self.journal.update_decision(self.account, bar.open_ms, orders=decision["orders"])
-                if row["status"] == "filled":
-                    await self._sync_fills()
+                intent = ex.intend(bar.open_ms, "rebalance", delta, reduce_only=reduces)
+                decision["orders"] = [intent.row["client_id"]]
+            self.journal.record_decision(decision)
+        if intent is not None:
+            row = await ex.send(intent)
+            if row["status"] not in ("sent", "unknown"):
+                self._metrics.bar_to_order.observe(time.perf_counter() - started)
         return decision
 
-    async def _failed_bar(self, bar: Bar, exc: Exception) -> dict[str, Any]:
-        """Journal a bar the exchange did not let us handle; halt after too many in a row."""
-        self._error_bars += 1
-        reason = f"exchange error: {type(exc).__name__}: {exc}"[:500]
+    async def _failed_bar(
+        self, bar: Bar, exc: Exception, rate_limited: bool = False
+    ) -> dict[str, Any]:
+        """Journal a bar the exchange did not let us handle; halt after too many in a row.
+
+        A bar lost to the rate limit (``rate_limited``) is journaled with verdict
+        ``rate_limited`` and does not count toward ``max_error_bars``: the trader is
+        backing off as the exchange asked, which is not the exchange failing.
+        """
+        if rate_limited:
+            reason = f"rate limited: {type(exc).__name__}: {exc}"[:500]
+        else:
+            self._error_bars += 1
+            reason = f"exchange error: {type(exc).__name__}: {exc}"[:500]
         log.warning("bar %s: %s", bar.open_ms, reason)
         decision = {
             "account": self.account,
@@ -446,18 +588,20 @@ class Trader:
             "model_tag": self.agent.tag,
             "config_hash": self.settings.config_hash,
             "price": bar.close,
-            "verdict": "error",
+            "verdict": "rate_limited" if rate_limited else "error",
             "reason": reason,
             "orders": [],
         }
         existing = self.journal.decision(self.account, bar.open_ms)
-        if existing is not None:  # the decision was journaled before the failure: keep it
-            self.journal.update_decision(
-                self.account, bar.open_ms, reason=(existing["reason"] + "; " + reason)[:2000]
-            )
-            decision = {**existing, "reason": existing["reason"] + "; " + reason}
-        else:
-            self.journal.record_decision(decision)
+        with self.journal.batch():
+            self._record_bar(bar)
+            if existing is not None:  # the decision was journaled before the failure: keep it
+                self.journal.update_decision(
+                    self.account, bar.open_ms, reason=(existing["reason"] + "; " + reason)[:2000]
+                )
+                decision = {**existing, "reason": existing["reason"] + "; " + reason}
+            else:
+                self.journal.record_decision(decision)
         limit = self.settings.max_error_bars
         if self._error_bars >= limit and self.risk_manager.trading:
             await self._trigger(
@@ -478,10 +622,17 @@ class Trader:
         state[acc.ENTRY] = snap.entry if snap.qty else 0.0
         return state
 
-    def _observe(self, state: np.ndarray, equity: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """(latest feature row, observation) as the env builds them; None while warming up."""
+    def _feature_matrix(self) -> Any:
+        """The fitted pipeline on the bar buffer (a :class:`envs.features.FeatureMatrix`)."""
         market = bars_to_market(list(self._bars), self.symbol, self.timeframe, source="stream")
-        matrix = self.agent.pipeline.transform(market)
+        return market, self.agent.pipeline.transform(market)
+
+    def _observe(
+        self, features: Any, state: np.ndarray, equity: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(latest feature row, observation) as the env builds them from
+        :meth:`_feature_matrix`; None while warming up."""
+        market, matrix = features
         n = len(self._bars)
         if n == 0 or matrix.valid_from > n - self.agent.env_config.window:
             return None
@@ -674,6 +825,18 @@ class Trader:
                     f"position on the exchange is {snap.qty}, the journal's fills give {expected}"
                 )
                 mismatches.append({"kind": "position", "exchange": snap.qty, "journal": expected})
+            balance = self._check_balance(snap, summary)
+            if balance is not None:
+                mismatches.append(balance)
+                if self.settings.halt_on_balance_mismatch and ok:
+                    ok = False
+                    reason = (
+                        f"wallet balance on the exchange is {snap.wallet:.6f} USDT, the journal "
+                        f"expects {balance['journal']:.6f} (halt_on_balance_mismatch is set)"
+                    )
+        except RATE_LIMIT_ERRORS as exc:
+            ok = False
+            reason = f"{RATE_LIMITED_PREFIX}{type(exc).__name__}: {exc}"[:500]
         except Exception as exc:
             ok = False
             reason = f"exchange unreachable: {type(exc).__name__}: {exc}"[:500]
@@ -690,9 +853,60 @@ class Trader:
         self._last_reconcile = time.monotonic()
         return ok, reason
 
+    def _check_balance(
+        self, snap: AccountSnapshot, summary: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Compare the exchange's wallet with the journal's expectation (see
+        :mod:`serving.trader.balance`) and adopt the exchange's figure as the next
+        reconciliation's start; the ``balance`` mismatch when they differ by more than
+        ``balance_tolerance``, else None."""
+        mark = BalanceMark.from_dict(self.journal.get_state(self.account, "balance"))
+        start = mark or BalanceMark(snap.wallet, snap.qty, snap.entry)
+        fills = self.journal.fills_since(self.account, start.through_ms)
+        expected = expect_balance(start, fills, self.contract.lot_size)
+        adopted = BalanceMark(
+            snap.wallet, snap.qty, snap.entry, expected.through_ms, expected.through_ids
+        )
+        self.journal.set_state(self.account, "balance", adopted.to_dict())
+        if mark is None:  # the first reconciliation: the exchange's figure is the start
+            return None
+        difference = snap.wallet - expected.wallet
+        summary.update(expected_wallet=expected.wallet, balance_difference=difference)
+        if abs(difference) <= self.settings.balance_tolerance:
+            return None
+        text = (
+            f"wallet balance on the exchange is {snap.wallet:.6f} USDT, the journal expects "
+            f"{expected.wallet:.6f} (last reconciled {mark.wallet:.6f}, realised "
+            f"{expected.realised:+.6f}, fees {-expected.fees:+.6f}, funding "
+            f"{-expected.funding:+.6f} over {expected.fills} fills): {difference:+.6f} "
+            "unexplained; the exchange's figure is adopted"
+        )
+        log.warning("reconciliation: %s", text)
+        self.events.emit(
+            "risk",
+            {
+                "kind": "balance_mismatch",
+                "reason": text,
+                "halt": self.settings.halt_on_balance_mismatch,
+            },
+        )
+        return {
+            "kind": "balance",
+            "exchange": snap.wallet,
+            "journal": expected.wallet,
+            "difference": difference,
+        }
+
     async def _periodic_reconcile(self) -> None:
         async with self._lock:
             ok, reason = await self.reconcile()
+            if not ok and reason.startswith(RATE_LIMITED_PREFIX):
+                # Not a difference: the exchange asked us to slow down. Again once its
+                # pause is over, rather than halting.
+                retry_in = max(self.executor.pause.remaining(), RECONCILE_RETRY_S)
+                self._last_reconcile = time.monotonic() - self.settings.reconcile_every_s + retry_in
+                log.warning("reconciliation put off by %.1f s: %s", retry_in, reason)
+                return
             if not ok:
                 await self._trigger(
                     Trigger("reconciliation", reason, halt=True), None, flatten=False

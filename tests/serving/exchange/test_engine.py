@@ -122,6 +122,23 @@ def test_snapshot_secret_and_bar_listener(engine, replay_clock, sample_5m):
     assert bars[-1].close_ms == replay_clock.now_ms()
 
 
+def test_a_transfer_moves_the_wallet_without_an_execution(engine):
+    events: list[AccountEvent] = []
+    engine.add_listener(events.append)
+    start = engine.account_view("paper-key").wallet_balance
+    assert engine.transfer("paper-key", 250.0) == start + 250.0
+    assert engine.transfer("paper-key", -100.0) == start + 150.0
+    assert engine.account_view("paper-key").wallet_balance == start + 150.0
+    assert engine.executions("paper-key") == [] and len(events) == 2
+    assert engine.account_view("other").wallet_balance == start  # only that account
+    engine.place_order("paper-key", market_order(Side.BUY, 0.05))
+    view = engine.account_view("paper-key")
+    margin = view.used_balance
+    assert margin > 0
+    with pytest.raises(ValueError, match="held as margin"):  # the margin stays
+        engine.transfer("paper-key", -(view.wallet_balance - margin) - 1.0)
+
+
 def test_a_failing_listener_does_not_stop_trading(engine):
     def broken(event: AccountEvent) -> None:
         raise RuntimeError("listener bug")

@@ -180,6 +180,11 @@ def test_serve_trades_the_agent_on_the_loopback_exchange_end_to_end(
         while (line := lines.get(timeout=5)) is not None:
             rest.append(line)
         assert f"stopped after {MAX_BARS} bars" in "".join(rest)
+        # BentoML's access log (on stdout) shows the API calls, not the polled endpoints
+        logged = "".join(printed + rest)
+        assert "path=/act," in logged
+        for path in ("/status", "/livez", "/readyz", "/metrics"):
+            assert f"path={path}," not in logged, path
     finally:
         if process.poll() is None:
             process.terminate()

@@ -7,13 +7,8 @@ import pytest
 
 from serving.service.config import compose_serving
 from serving.service.runtime import preflight
-from serving.service.secrets import (
-    StartRefused,
-    control_token,
-    exchange_credentials,
-    redact,
-    redact_url,
-)
+from serving.service.secrets import StartRefused, control_token, redact, redact_url
+from serving.trader.client import MissingCredentials, exchange_credentials
 
 KEY, SECRET, TOKEN = "PHEMEX_API_KEY", "PHEMEX_API_SECRET", "PHEMEX_RL_CONTROL_TOKEN"
 
@@ -26,13 +21,13 @@ def _no_secrets_in_the_environment(monkeypatch):
 
 @pytest.mark.parametrize("mode", ["testnet", "live"])
 def test_testnet_and_live_refuse_without_keys_naming_both(mode):
-    with pytest.raises(StartRefused, match=f"{KEY} and {SECRET} are missing"):
+    with pytest.raises(MissingCredentials, match=f"{KEY} and {SECRET} are missing"):
         exchange_credentials(mode, None)
 
 
 def test_a_single_missing_key_is_named(monkeypatch):
     monkeypatch.setenv(KEY, "abc")
-    with pytest.raises(StartRefused, match=f"{SECRET} is missing") as err:
+    with pytest.raises(MissingCredentials, match=f"{SECRET} is missing") as err:
         exchange_credentials("testnet", None)
     assert "abc" not in str(err.value)
 

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import pytest
+from prometheus_client import generate_latest
 
 from envs.streams.live import CcxtBarStream
 from serving.exchange.faults import FaultConfig
@@ -17,6 +18,7 @@ from .conftest import (
     LONG,
     SHORT,
     SYMBOL,
+    PaperVenue,
     paper_venue,
     run_hooked,
     run_stepped,
@@ -147,4 +149,88 @@ async def test_socket_drops_and_disconnects_on_a_running_clock(
             trader.close()
     finally:
         await client.close()
+        server.stop()
+
+
+ACCOUNT_PATH = "/g-accounts/accountPositions"
+"""Wallet and position (``fetch_balance`` and ``fetch_positions``): read before each decision."""
+ORDERS_PATH = "/g-orders"
+
+
+async def test_rate_limits_back_off_and_do_not_count_as_exchange_errors(
+    agent, sample_5m, sample_funding, tmp_path
+):
+    """Four bars in a row answered "Too many requests" (HTTP 429, code 39995, Retry-After: 1
+    from the exchange's fault injector): each waits the pause out (capped here at 0.25 s),
+    journals the bar as rate limited, counts every hit, and does not halt as four bars of
+    exchange errors would (max_error_bars is 3). An order answered 429 is refused, final."""
+    tf = sample_5m.timeframe_ms
+    clock = ReplayClock(int(sample_5m.timestamp[START]) + tf, tf)
+    server = ExchangeServer(
+        ReplayMarket(sample_5m, sample_funding, clock=clock),
+        FaultConfig(),
+        slippage=agent.env_config.slippage_model(),
+        rate_limits=RateLimitConfig(contract=100_000, others=100_000),
+    )
+    answered: list[tuple[float, str, int]] = []
+
+    async def record(request, response):
+        answered.append((time.monotonic(), request.path, response.status))
+
+    server.app.on_response_prepare.append(record)
+    venue = PaperVenue(server.start(), clock, START)
+    faults = server.faults
+    pause_cap = 0.25
+
+    def hooks(trader):
+        async def limit_reads():  # 2 reads x 3 attempts a bar x 4 bars
+            faults.fail_next(ACCOUNT_PATH, 429, count=2 * 3 * 4)
+
+        async def limit_order():
+            faults.fail_next(ORDERS_PATH, 429, count=1)
+
+        return {3: limit_reads, 9: limit_order}
+
+    bars = 12
+    try:
+        trader = await run_hooked(
+            venue,
+            scripted(agent, [LONG, SHORT] * 50),
+            trader_settings(tmp_path, max_bars=bars, rate_limit_max_pause_s=pause_cap),
+            bars,
+            sample_5m,
+            hooks,
+        )
+        try:
+            times = sample_5m.timestamp[START : START + bars].tolist()
+            by_bar = {d["bar_ms"]: d for d in trader.decisions(limit=100)}
+            verdicts = [by_bar[t]["verdict"] for t in times]
+            assert verdicts[3:7] == ["rate_limited"] * 4, verdicts
+            assert all("RateLimitExceeded" in by_bar[t]["reason"] for t in times[3:7])
+            # bar 10 wants the position bar 8 left, as bar 9's order was refused
+            assert verdicts[:3] + verdicts[7:] == ["ok"] * 6 + ["no_trade", "ok"], verdicts
+            assert trader.risk()["state"] == "running", trader.risk()["reason"]
+            assert not [e for e in trader.risk()["events"] if e["kind"] == "exchange_errors"]
+
+            # the order of bar 9 was refused by the rate limit: rejected, never resent
+            (order,) = trader.decision(times[9])["order_rows"]
+            assert order["status"] == "rejected" and "rate limited" in order["reason"]
+            assert order["sends"] == 1
+            assert by_bar[times[11]]["orders"], "trading goes on"
+
+            limited = [a for a in answered if a[2] == 429]
+            assert len(limited) == 2 * 3 * 4 + 1 == server.requests.count(status=429)
+            metrics = generate_latest(trader.metrics).decode()
+            assert "phemex_rl_trader_rate_limit_hits_total 25.0" in metrics
+            assert 'phemex_rl_trader_order_rejects_total{reason="rate_limited"} 1.0' in metrics
+            # nothing went out before the pause was over: the two reads of an attempt go
+            # together, and each attempt after a 429 waited at least the (capped) pause
+            reads = [t for t, path, status in answered if path == ACCOUNT_PATH and status == 429]
+            attempts = [reads[i : i + 2] for i in range(0, len(reads), 2)]
+            assert len(attempts) == 12 and all(b - a < 0.1 for a, b in attempts), attempts
+            gaps = [b[0] - a[1] for a, b in zip(attempts, attempts[1:], strict=False)]
+            assert min(gaps) >= pause_cap * 0.95, gaps
+        finally:
+            trader.close()
+    finally:
         server.stop()

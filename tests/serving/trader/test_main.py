@@ -20,7 +20,7 @@ def test_testnet_without_keys_refuses_naming_them(tmp_path, monkeypatch, caplog)
     monkeypatch.setenv("PHEMEX_API_SECRET", "s")
     path = write(tmp_path, {"agent": "nothing-loaded", "trader": {"mode": "testnet"}})
     assert main([path]) == 2
-    assert "testnet mode needs PHEMEX_API_KEY in the environment" in caplog.text
+    assert "mode=testnet needs exchange API keys: PHEMEX_API_KEY is missing" in caplog.text
 
 
 @pytest.mark.parametrize(
