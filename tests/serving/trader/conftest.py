@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from agents.bundle import LoadedAgent, load_bundle
 from envs.client import make_phemex_client
@@ -105,10 +106,12 @@ def paper_venue(
     rate_limits=None,
     bar_wall_s: float | None = None,
     trap: OrderTrap | None = None,
+    on_response: Callable[[web.Request, web.StreamResponse], Awaitable[None]] | None = None,
 ) -> PaperVenue:
     """A paper exchange (Phemex's rate limits lifted unless given) whose clock stands at the
     close of bar ``start``: stepped by the test, or running at one bar per ``bar_wall_s``
-    wall seconds. ``trap`` is installed before it starts."""
+    wall seconds. ``trap`` and ``on_response`` (called with every answer) are installed
+    before it starts (aiohttp freezes an app's hooks when it starts)."""
     tf = sample_5m.timeframe_ms
     speed = None if bar_wall_s is None else tf / 1000 / bar_wall_s
     clock = ReplayClock(int(sample_5m.timestamp[start]) + tf, tf, speed=speed)
@@ -121,6 +124,8 @@ def paper_venue(
     )
     if trap is not None:
         trap.install(server.app)
+    if on_response is not None:
+        server.app.on_response_prepare.append(on_response)
     return PaperVenue(server.start(), clock, start)
 
 

@@ -18,7 +18,6 @@ from .conftest import (
     LONG,
     SHORT,
     SYMBOL,
-    PaperVenue,
     paper_venue,
     run_hooked,
     run_stepped,
@@ -164,21 +163,13 @@ async def test_rate_limits_back_off_and_do_not_count_as_exchange_errors(
     from the exchange's fault injector): each waits the pause out (capped here at 0.25 s),
     journals the bar as rate limited, counts every hit, and does not halt as four bars of
     exchange errors would (max_error_bars is 3). An order answered 429 is refused, final."""
-    tf = sample_5m.timeframe_ms
-    clock = ReplayClock(int(sample_5m.timestamp[START]) + tf, tf)
-    server = ExchangeServer(
-        ReplayMarket(sample_5m, sample_funding, clock=clock),
-        FaultConfig(),
-        slippage=agent.env_config.slippage_model(),
-        rate_limits=RateLimitConfig(contract=100_000, others=100_000),
-    )
     answered: list[tuple[float, str, int]] = []
 
     async def record(request, response):
         answered.append((time.monotonic(), request.path, response.status))
 
-    server.app.on_response_prepare.append(record)
-    venue = PaperVenue(server.start(), clock, START)
+    venue = paper_venue(sample_5m, sample_funding, agent, faults=FaultConfig(), on_response=record)
+    server = venue.server
     faults = server.faults
     pause_cap = 0.25
 
@@ -202,7 +193,7 @@ async def test_rate_limits_back_off_and_do_not_count_as_exchange_errors(
             hooks,
         )
         try:
-            times = sample_5m.timestamp[START : START + bars].tolist()
+            times = sample_5m.timestamp[venue.start : venue.start + bars].tolist()
             by_bar = {d["bar_ms"]: d for d in trader.decisions(limit=100)}
             verdicts = [by_bar[t]["verdict"] for t in times]
             assert verdicts[3:7] == ["rate_limited"] * 4, verdicts
