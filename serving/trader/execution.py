@@ -212,8 +212,7 @@ class Executor:
         ccxt's ``fetch_balance`` and ``fetch_positions`` both read Phemex's
         ``GET /g-accounts/accountPositions`` for USDT perpetuals; the trader sends it once
         and parses the answer with ccxt's own parsers, so the figures are those the two
-        calls would give, at half the requests (one round trip less in each bar).
-        """
+        calls would give, at half the requests and half the rate-limit weight."""
         client = self.client
         if client.markets is None:
             await client.load_markets()
