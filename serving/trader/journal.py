@@ -16,7 +16,7 @@ row that reconciliation can settle by client id. Tables (every row carries its `
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -212,6 +212,7 @@ class Journal:
         self.url = url
         self.engine = _engine(url)
         self._batch: sa.Connection | None = None
+        self._deferred: list[Callable[[], None]] = []
         META.create_all(self.engine)
 
     @contextmanager
@@ -229,9 +230,22 @@ class Journal:
         with self.engine.begin() as conn:
             self._batch = conn
             try:
+                self._run_deferred()
                 yield
             finally:
                 self._batch = None
+
+    def defer(self, write: Callable[[], None]) -> None:
+        """Hold ``write`` (a call of this journal's write methods) back until the next
+        transaction, which runs it first: the next :meth:`batch`, write, or read (so that
+        reads always see it). One commit then carries both: the trader journals a bar and its
+        equity this way, with the decision and the order's intent, in the one commit before
+        the order. A deferred write is rolled back with the transaction it joins."""
+        self._deferred.append(write)
+
+    def _run_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)()
 
     @contextmanager
     def _reading(self) -> Iterator[sa.Connection]:
@@ -239,6 +253,9 @@ class Journal:
         if self._batch is not None:
             yield self._batch
             return
+        if self._deferred:
+            with self.batch():
+                pass
         with self.engine.connect() as conn:
             yield conn
 
@@ -248,10 +265,18 @@ class Journal:
         if self._batch is not None:
             yield self._batch
             return
+        if self._deferred:
+            with self.batch():  # runs the deferred writes first, in the same transaction
+                assert self._batch is not None
+                yield self._batch
+            return
         with self.engine.begin() as conn:
             yield conn
 
     def close(self) -> None:
+        if self._deferred:
+            with self.batch():
+                pass
         self.engine.dispose()
 
     def checkpoint(self) -> None:
@@ -576,9 +601,12 @@ class Journal:
             with self._writing() as conn:
                 if self._batch is None:
                     conn.execute(table.insert().values(**row))
-                else:  # a duplicate must not abort the rest of the batch
+                    return True
+                try:  # a duplicate must not abort the rest of the batch (nor deferred writes)
                     with conn.begin_nested():
                         conn.execute(table.insert().values(**row))
+                except IntegrityError:
+                    return False
             return True
         except IntegrityError:
             return False

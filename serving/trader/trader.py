@@ -432,27 +432,33 @@ class Trader:
         self._snapshot = snap
         # Equity at the bar's close, as the env marks it: a funding settlement at that very
         # instant (the next bar's open) belongs to the next step, so it is added back.
-        with phase("journal_equity"), self.journal.batch():
+        # The bar and its equity are journaled with the decision (and the order's intent): one
+        # commit before the order instead of two. Deferred, they still go first into whatever
+        # the journal writes or reads next (a risk event, a flatten, a failed bar).
+        with phase("equity"):
             wallet = snap.wallet + self.journal.funding_since(self.account, bar.close_ms)
             state = self._account_vector(dataclasses.replace(snap, wallet=wallet))
             equity = float(acc.equity(state, bar.close))
             self._equity = equity
             self._metrics.equity.set(equity)
             self._metrics.position.set(snap.qty)
-            self._record_bar(bar)
-            self.journal.record_equity(
-                {
-                    "account": self.account,
-                    "bar_ms": bar.open_ms,
-                    "time_ms": now_ms(),
-                    "equity": equity,
-                    "wallet": wallet,
-                    "upnl": equity - wallet,
-                    "position": snap.qty,
-                    "entry": snap.entry,
-                    "price": bar.close,
-                }
-            )
+            equity_row = {
+                "account": self.account,
+                "bar_ms": bar.open_ms,
+                "time_ms": now_ms(),
+                "equity": equity,
+                "wallet": wallet,
+                "upnl": equity - wallet,
+                "position": snap.qty,
+                "entry": snap.entry,
+                "price": bar.close,
+            }
+
+            def journal_bar() -> None:
+                self._record_bar(bar)
+                self.journal.record_equity(equity_row)
+
+            self.journal.defer(journal_bar)
         for trigger in self.risk_manager.on_equity(bar.open_ms, equity):
             await self._trigger(trigger, bar)
         if self.risk_manager.state.flatten_pending and not pending and snap.qty:
@@ -553,7 +559,8 @@ class Trader:
         delta = 0.0 if order_qty is None else ex.round_qty(order_qty - snap.qty)
         intent = None
         with phase("journal_decision"), self.journal.batch():
-            # the decision and the order's intent, committed together before it is sent
+            # the bar, its equity, the decision and the order's intent, committed together
+            # before the order is sent
             if delta != 0:
                 assert order_qty is not None
                 reduces = abs(order_qty) <= abs(snap.qty) and order_qty * snap.qty >= 0

@@ -109,6 +109,44 @@ def test_one_row_per_client_id_and_per_execution(journal_url):
     assert journal.funding_since("acct", 10) == 0.0
 
 
+def test_a_deferred_write_goes_first_into_the_next_transaction(journal_url):
+    """What the trader relies on to journal a bar with its decision in one commit: a deferred
+    write is not on disk until the next transaction, which runs it first (a read included);
+    it rolls back with that transaction; a duplicate insert beside it does not undo it."""
+    journal, other = Journal(journal_url), Journal(journal_url)
+    journal.defer(lambda: journal.set_state("acct", "a", "1"))
+    assert other.get_state("acct", "a") is None, "not committed yet"
+    assert journal.get_state("acct", "a") == "1", "a read sees it"
+    assert other.get_state("acct", "a") == "1", "committed by that read"
+
+    journal.defer(lambda: journal.set_state("acct", "b", "2"))
+    with pytest.raises(RuntimeError), journal.batch():
+        journal.set_state("acct", "c", "3")
+        raise RuntimeError("the batch fails")
+    assert other.get_state("acct", "b") is None and other.get_state("acct", "c") is None
+
+    row = {
+        "account": "acct",
+        "client_id": "prl1",
+        "bar_ms": 1,
+        "intent": "rebalance",
+        "symbol": "BTC/USDT:USDT",
+        "side": "buy",
+        "qty": 0.01,
+        "ord_type": "market",
+        "reduce_only": False,
+        "status": "sent",
+        "sends": 1,
+        "created_ms": 1,
+        "updated_ms": 1,
+    }
+    assert journal.insert_order(row)
+    journal.defer(lambda: journal.set_state("acct", "d", "4"))
+    assert not journal.insert_order({**row, "qty": 5.0}), "a duplicate, refused"
+    assert other.get_state("acct", "d") == "4", "committed beside the refused duplicate"
+    assert other.order("acct", "prl1")["qty"] == 0.01
+
+
 def test_client_ids_are_deterministic_and_fit_phemex():
     a = client_order_id("acct", "agent:v1", 1_700_000_000_000, "rebalance")
     assert a == client_order_id("acct", "agent:v1", 1_700_000_000_000, "rebalance")
