@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import sqlalchemy as sa
 
 from serving.trader import TraderRefused
 from serving.trader.events import EventLog
@@ -145,6 +146,32 @@ def test_a_deferred_write_goes_first_into_the_next_transaction(journal_url):
     assert not journal.insert_order({**row, "qty": 5.0}), "a duplicate, refused"
     assert other.get_state("acct", "d") == "4", "committed beside the refused duplicate"
     assert other.order("acct", "prl1")["qty"] == 0.01
+
+
+def test_per_bar_lookups_use_an_index_also_in_an_older_journal(tmp_path):
+    """The queries every bar makes must not scan the whole history: SQLite's own query plan
+    names an index, also for a journal created before the indexes existed."""
+    url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
+    Journal(url).engine.dispose()
+    with sa.create_engine(url).begin() as conn:  # a journal from before the indexes
+        for name in (
+            "ix_orders_account_status",
+            "ix_fills_account_time",
+            "ix_fills_account_client",
+        ):
+            conn.exec_driver_sql(f"DROP INDEX {name}")
+    journal = Journal(url)
+    plans = {
+        "orders in flight": "SELECT * FROM orders WHERE account = 'a' AND status IN "
+        "('intent', 'sent', 'unknown', 'open')",
+        "funding since": "SELECT sum(fee) FROM fills WHERE account = 'a' AND kind = 'funding' "
+        "AND time_ms >= 0",
+        "fills of an order": "SELECT * FROM fills WHERE account = 'a' AND client_id = 'c'",
+    }
+    with journal.engine.connect() as conn:
+        for what, query in plans.items():
+            plan = " ".join(r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}"))
+            assert "USING INDEX ix_" in plan, f"{what}: {plan}"
 
 
 def test_client_ids_are_deterministic_and_fit_phemex():
