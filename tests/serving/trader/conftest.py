@@ -320,3 +320,14 @@ async def run_hooked(venue: PaperVenue, agent, settings, bars: int, market, hook
         return trader
     finally:
         await client.close()
+
+
+async def reconcile_now(trader: Trader, venue: PaperVenue) -> tuple[bool, str]:
+    """Reconcile ``trader`` once more through a fresh client (its own was closed with its run)."""
+    client = venue.client()
+    await client.load_markets()
+    try:
+        trader.executor.client = client
+        return await trader.reconcile()
+    finally:
+        await client.close()

@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from serving.exchange.accounts import DEFAULT_ACCOUNT
 from serving.trader.balance import BalanceMark, expect_balance
 
-from .conftest import LONG, SHORT, run_stepped, scripted, trader_settings
+from .conftest import LONG, SHORT, reconcile_now, run_stepped, scripted, trader_settings
 
 LOT = 0.001
 
@@ -55,16 +55,6 @@ def balance_mismatches(trader) -> list[dict]:
         m for r in trader.journal.reconciliations("test") for m in r["mismatches"]
         if m["kind"] == "balance"
     ]  # fmt: skip
-
-
-async def reconcile_now(trader, venue):
-    client = venue.client()
-    await client.load_markets()
-    try:
-        trader.executor.client = client
-        return await trader.reconcile()
-    finally:
-        await client.close()
 
 
 async def test_a_deposit_and_a_withdrawal_are_mismatches_of_exactly_their_amount(

@@ -19,6 +19,7 @@ from .conftest import (
     SHORT,
     SYMBOL,
     paper_venue,
+    reconcile_now,
     run_hooked,
     run_stepped,
     scripted,
@@ -30,13 +31,7 @@ async def reconcile_without_faults(trader: Trader, venue) -> tuple[bool, str]:
     venue.server.faults.error_5xx_rate = 0.0
     venue.server.faults.rate_limit_rate = 0.0
     venue.server.faults.latency_ms = 0.0
-    client = venue.client()
-    await client.load_markets()
-    try:
-        trader.executor.client = client
-        return await trader.reconcile()
-    finally:
-        await client.close()
+    return await reconcile_now(trader, venue)
 
 
 async def test_intermittent_errors_and_latency_keep_it_trading(

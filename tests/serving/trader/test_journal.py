@@ -18,7 +18,7 @@ from serving.trader.execution import client_order_id
 from serving.trader.journal import Journal, LeaseHeld
 from serving.trader.trader import Trader, _holder_is_dead
 
-from .conftest import run_stepped, trader_settings
+from .conftest import reconcile_now, run_stepped, trader_settings
 
 
 def test_a_second_holder_is_refused_and_named(journal_url):
@@ -221,17 +221,7 @@ async def test_the_trader_runs_on_postgresql(venue, agent, sample_5m, tmp_path, 
     try:
         assert len(trader.decisions(limit=100)) == 30 and len(trader.equity()) == 30
         assert trader.journal.engine.dialect.name == "postgresql"
-        ok, reason = await _reconcile_again(trader, venue)
+        ok, reason = await reconcile_now(trader, venue)
         assert ok, reason
     finally:
         trader.close()
-
-
-async def _reconcile_again(trader: Trader, venue) -> tuple[bool, str]:
-    client = venue.client()
-    await client.load_markets()
-    try:
-        trader.executor.client = client
-        return await trader.reconcile()
-    finally:
-        await client.close()
