@@ -3,6 +3,7 @@
  * sessionStorage only) and the control requests.
  */
 import { controlOutcome, type ControlOutcome } from "./health";
+import type { Status } from "./types";
 
 /** Base URL of the service: the page is served by it, so same origin unless `?api=` says. */
 export const API_BASE = (() => {
@@ -85,5 +86,12 @@ export async function control(
   } catch {
     return controlOutcome(action, null, "");
   }
-  return controlOutcome(action, response.status, response.ok ? "" : await detailOf(response));
+  if (!response.ok) return controlOutcome(action, response.status, await detailOf(response));
+  let status: Status | null = null;
+  try {
+    status = (await response.json()) as Status;
+  } catch {
+    // the action was done; an unreadable body only loses the details
+  }
+  return controlOutcome(action, response.status, "", status);
 }

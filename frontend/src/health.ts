@@ -51,7 +51,13 @@ export function healthOf(input: HealthInput): HealthVerdict {
     case "refused":
       return { health: "refused", level: "bad", text: `Refused to trade${reason}` };
     case "killed":
-      return { health: "killed", level: "bad", text: `Killed: trading halted, position flattened${reason}` };
+      return {
+        health: "killed",
+        level: "bad",
+        text: status.flatten_pending
+          ? `Killed: trading halted, flattening the position (tried again every bar)${reason}`
+          : `Killed: trading halted, position flattened${reason}`,
+      };
     case "halted":
       return { health: "halted", level: "bad", text: `Halted by risk${reason}` };
     case "stopped":
@@ -86,6 +92,7 @@ export function healthOf(input: HealthInput): HealthVerdict {
 
 export type ControlOutcomeKind =
   | "done"
+  | "pending"
   | "wrong-token"
   | "no-token"
   | "disabled"
@@ -101,12 +108,28 @@ export interface ControlOutcome {
 /**
  * What a control answer means to the operator. The service answers 403 both for a wrong
  * token and when control is disabled (no token configured); the detail tells them apart.
+ * A kill answers with the status: it halts at once, but the exchange may not flatten the
+ * position yet (`flatten_pending`; the service tries again every bar).
  */
-export function controlOutcome(action: string, httpStatus: number | null, detail: string): ControlOutcome {
+export function controlOutcome(
+  action: string,
+  httpStatus: number | null,
+  detail: string,
+  status?: Status | null,
+): ControlOutcome {
   if (httpStatus === null) {
     return { kind: "unreachable", message: `${action}: the service did not answer` };
   }
-  if (httpStatus >= 200 && httpStatus < 300) return { kind: "done", message: `${action}: done` };
+  if (httpStatus >= 200 && httpStatus < 300) {
+    if (action === "kill" && status?.flatten_pending) {
+      const why = status.flatten_detail ? `: ${status.flatten_detail}` : "";
+      return {
+        kind: "pending",
+        message: `kill: trading halted; the position is not flat yet${why} (tried again every bar)`,
+      };
+    }
+    return { kind: "done", message: `${action}: done` };
+  }
   if (httpStatus === 401) return { kind: "no-token", message: `${action}: enter the control token first` };
   if (httpStatus === 403 && /disabled/i.test(detail)) {
     return { kind: "disabled", message: "Control is disabled: the service has no control token configured" };

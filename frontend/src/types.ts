@@ -100,6 +100,10 @@ export interface Status {
   started_ms?: number | null;
   drift?: number | null;
   equity?: number | null;
+  /** A kill or halt has not flattened the position yet (retried every bar). */
+  flatten_pending?: boolean;
+  /** Why, in the answer to `POST /control/kill`. */
+  flatten_detail?: string;
 }
 
 /** `GET /positions`. */

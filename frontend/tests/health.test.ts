@@ -54,6 +54,16 @@ describe("controlOutcome", () => {
     expect(controlOutcome("kill", null, "").kind).toBe("unreachable");
     expect(controlOutcome("kill", 500, "boom").message).toContain("HTTP 500");
   });
+
+  it("says when a kill halted but the exchange has not flattened the position yet", () => {
+    const halted = { ...running, state: "killed", flatten_pending: true, flatten_detail: "flatten failed (RequestTimeout)" };
+    const pending = controlOutcome("kill", 200, "", halted);
+    expect(pending.kind).toBe("pending");
+    expect(pending.message).toContain("not flat yet: flatten failed (RequestTimeout)");
+    expect(controlOutcome("kill", 200, "", { ...halted, flatten_pending: false }).kind).toBe("done");
+    expect(healthOf(input({ status: halted })).text).toContain("flattening the position");
+    expect(healthOf(input({ status: { ...halted, flatten_pending: false } })).text).toContain("position flattened");
+  });
 });
 
 describe("formatAge", () => {

@@ -378,9 +378,14 @@ def create_app(
 
     @app.post("/control/kill", tags=["control"])
     async def kill(rt: Authorised, body: ControlRequest | None = None) -> dict[str, Any]:
-        """Cancel every open order, flatten the position (reduce-only) and halt."""
-        await _control(_trader_of(rt).kill((body or ControlRequest()).reason))
-        return rt.status()
+        """Halt, cancel every open order and flatten the position (reduce-only). The halt
+        holds even when the exchange cannot flatten now: the answer's ``flatten_pending``
+        and ``flatten_detail`` say so, and the flatten is tried again at every bar."""
+        pending = await _control(_trader_of(rt).kill((body or ControlRequest()).reason))
+        status = rt.status()
+        if pending:
+            status["flatten_detail"] = pending
+        return status
 
     _mount_page(app, PAGE_DIR)  # last: the API's routes win over the page's files
     return app
@@ -415,10 +420,11 @@ def _mount_page(app: FastAPI, page_dir: Path) -> None:
         )
 
 
-async def _control(action: Any) -> None:
-    """Await a control action; a refusal by the Trader (resume during a cooldown) is 409."""
+async def _control(action: Any) -> Any:
+    """Await a control action, return its result; a refusal by the Trader (resume during a
+    cooldown) is 409."""
     try:
-        await action
+        return await action
     except (ValueError, RuntimeError) as exc:
         raise HTTPException(409, str(exc)) from None
 

@@ -461,8 +461,11 @@ class Trader:
             self.journal.defer(journal_bar)
         for trigger in self.risk_manager.on_equity(bar.open_ms, equity):
             await self._trigger(trigger, bar)
-        if self.risk_manager.state.flatten_pending and not pending and snap.qty:
-            await self._flatten()  # a halt's earlier flatten did not complete: again
+        if self.risk_manager.state.flatten_pending and not pending:
+            if snap.qty:
+                await self._flatten()  # a halt's earlier flatten did not complete: again
+            else:
+                self._flattened()  # the earlier flatten's order filled after it was followed
 
         decision: dict[str, Any] = {
             "account": self.account,
@@ -1021,9 +1024,17 @@ class Trader:
             self.events.emit("risk", {"kind": "resume", "reason": f"resumed from {was}"})
             self._set_status(RUNNING, "")
 
-    async def kill(self, reason: str) -> None:
-        """Kill switch: cancel our open orders, flatten (reduce-only) and halt until
-        :meth:`resume`."""
+    async def kill(self, reason: str) -> str | None:
+        """Kill switch: halt until :meth:`resume`, cancel our open orders and flatten the
+        position with a reduce-only market order.
+
+        The halt is journaled before the exchange is called, so it holds whatever the
+        exchange answers. When the flatten cannot complete now (a timeout, a rate limit, an
+        outage, an order not filled yet) it stays pending and is tried again at every bar.
+
+        Returns:
+            None once the position is flat, else why the flatten is still pending.
+        """
         async with self._lock:
             reason = reason or "kill switch"
             self.risk_manager.halt(KILLED, reason)
@@ -1032,7 +1043,17 @@ class Trader:
             self._metrics.risk_events.labels("kill").inc()
             self.events.emit("risk", {"kind": "kill", "reason": reason, "halt": True})
             self._set_status(KILLED, reason)
-            await self._flatten()
+            try:
+                await self._flatten()
+            except (ccxt.NetworkError, ccxt.ExchangeError) as exc:
+                why = f"flatten failed ({type(exc).__name__}: {exc})"[:300]
+                log.warning("kill switch: %s; tried again at every bar", why)
+                self._metrics.risk_events.labels("flatten_failed").inc()
+                self.events.emit("risk", {"kind": "flatten_failed", "reason": why, "halt": True})
+                return why
+            if self.risk_manager.state.flatten_pending:
+                return "the reduce-only order has not filled yet"
+            return None
 
     # ------------------------------------------------------------------ health
     def live(self) -> bool:
@@ -1082,6 +1103,7 @@ class Trader:
                 "lease_holder": self.holder if self._holding_lease else None,
                 "started_ms": self._started_ms,
                 "drift": self.drift_monitor.score,
+                "flatten_pending": self.risk_manager.state.flatten_pending,
             }
         )
 

@@ -171,7 +171,10 @@ def test_the_kill_switch_with_the_right_token_halts_and_flattens(page, service):
     tab, console = page
     service.wait_until(lambda s: s.get("position"), "a position to flatten")
     result = _kill_from_the_page(tab, CONTROL_TOKEN)
-    assert result == "kill: done"
+    # halted at once; flat at once, or (the exchange busy, say rate limited) at a later bar
+    assert result == "kill: done" or result.startswith(
+        "kill: trading halted; the position is not flat yet"
+    ), f"{result}\n{service.tail(40)}"
     assert service.status()["state"] == "killed"
     # the reduce-only market order fills at the paper exchange's next price: wait for it
     deadline = time.monotonic() + 120

@@ -126,6 +126,25 @@ def test_pause_resume_and_kill(service):
     assert resumed.status_code == 200 and resumed.json()["state"] == "running"
 
 
+def test_a_kill_the_exchange_cannot_flatten_now_still_halts_and_says_so(service):
+    client, runtime = service
+    faults = runtime.exchange.faults
+    faults.error_5xx_rate = 1.0  # an outage: every request answered 503
+    try:
+        killed = client.post("/control/kill", headers=AUTH, json={"reason": "outage drill"})
+    finally:
+        faults.error_5xx_rate = 0.0
+    assert killed.status_code == 200, killed.text
+    body = killed.json()
+    assert body["state"] == "killed" and body["flatten_pending"] is True
+    assert "flatten failed" in body["flatten_detail"] and "503" in body["flatten_detail"]
+    # the exchange is back: a later bar completes the flatten; it stays halted
+    status = _wait(lambda s: not s["flatten_pending"], client)
+    assert status["state"] == "killed" and status["position"] == 0
+    assert "flatten_failed" in [e.get("kind") for e in client.get("/risk").json()["events"]]
+    assert client.post("/control/resume", headers=AUTH).status_code == 200
+
+
 def test_without_a_token_control_is_disabled_not_open(exported_agent, monkeypatch):
     monkeypatch.delenv("PHEMEX_RL_CONTROL_TOKEN", raising=False)
     runtime = ServiceRuntime(compose_serving([f"agent={exported_agent.tag}"]))

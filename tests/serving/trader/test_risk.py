@@ -134,6 +134,61 @@ async def test_kill_cancels_flattens_reduce_only_and_halts_until_resumed(
         trader.close()
 
 
+async def test_a_kill_during_an_outage_halts_at_once_and_flattens_when_the_exchange_is_back(
+    venue, agent, sample_5m, tmp_path
+):
+    """The kill switch must hold even when the exchange cannot flatten now (the monitoring
+    page once got an HTTP 500 here): halted at once, the failure journaled, the flatten
+    tried again at each bar and done once the exchange answers."""
+    seen = {}
+
+    def hooks(trader):
+        async def kill_in_outage():
+            seen["before"] = exchange_qty(venue)
+            venue.server.faults.error_5xx_rate = 1.0
+            seen["pending"] = await trader.kill("operator pressed the kill switch")
+            seen["status"] = trader.status()
+            seen["during"] = exchange_qty_without_faults(venue)
+
+        async def back():
+            venue.server.faults.error_5xx_rate = 0.0
+
+        return {4: kill_in_outage, 6: back}
+
+    trader = await run_hooked(
+        venue, scripted(agent, [LONG]), trader_settings(tmp_path, max_bars=10), 10, sample_5m, hooks
+    )
+    try:
+        assert seen["before"] > 0
+        assert "flatten failed" in seen["pending"] and "503" in seen["pending"], seen["pending"]
+        assert seen["status"]["state"] == "killed" and seen["status"]["flatten_pending"]
+        assert seen["during"] == seen["before"], "nothing was sold during the outage"
+        assert exchange_qty(venue) == 0.0, "flattened at a bar after the exchange came back"
+        assert trader.risk()["state"] == "killed", "and it stays halted"
+        assert not trader.risk_manager.state.flatten_pending
+        flatten = [o for o in trader.orders() if o["intent"].startswith("flatten")]
+        assert [(o["side"], o["reduce_only"], o["status"]) for o in flatten] == [
+            ("sell", True, "filled")
+        ]
+        assert flatten[0]["qty"] == pytest.approx(seen["before"])
+        kinds = [e["kind"] for e in trader.risk()["events"]]
+        assert "kill" in kinds and "flatten_failed" in kinds
+        times = sample_5m.timestamp[venue.start : venue.start + 10].tolist()
+        by_bar = {d["bar_ms"]: d for d in trader.decisions(limit=100)}
+        assert [by_bar[t]["verdict"] for t in times[6:]] == ["killed"] * 4
+    finally:
+        trader.close()
+
+
+def exchange_qty_without_faults(venue) -> float:
+    faults = venue.server.faults
+    rate, faults.error_5xx_rate = faults.error_5xx_rate, 0.0
+    try:
+        return exchange_qty(venue)
+    finally:
+        faults.error_5xx_rate = rate
+
+
 async def test_pause_keeps_the_position_and_places_nothing(venue, agent, sample_5m, tmp_path):
     def hooks(trader):
         return {3: lambda: trader.pause("maintenance"), 6: trader.resume}
