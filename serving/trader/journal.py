@@ -550,11 +550,13 @@ class Journal:
                 )
             )
 
-    def last_fill_ms(self, account: str) -> int | None:
+    def last_fill_ms(self, account: str, kind: str | None = None) -> int | None:
+        """Time (ms) of the newest fill journaled, of ``kind`` if given; None if none."""
+        query = sa.select(sa.func.max(FILLS.c.time_ms)).where(FILLS.c.account == account)
+        if kind is not None:
+            query = query.where(FILLS.c.kind == kind)
         with self._reading() as conn:
-            return conn.execute(
-                sa.select(sa.func.max(FILLS.c.time_ms)).where(FILLS.c.account == account)
-            ).scalar_one()
+            return conn.execute(query).scalar_one()
 
     # ---- events
     def add_event(self, account: str, kind: str, time_ms: int, data: dict[str, Any]) -> int:

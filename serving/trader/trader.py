@@ -436,7 +436,7 @@ class Trader:
         # commit before the order instead of two. Deferred, they still go first into whatever
         # the journal writes or reads next (a risk event, a flatten, a failed bar).
         with phase("equity"):
-            wallet = snap.wallet + self.journal.funding_since(self.account, bar.close_ms)
+            wallet = snap.wallet + ex.funding_since(bar.close_ms)
             state = self._account_vector(dataclasses.replace(snap, wallet=wallet))
             equity = float(acc.equity(state, bar.close))
             self._equity = equity
@@ -712,7 +712,7 @@ class Trader:
     async def _flatten(self) -> dict[str, Any] | None:
         """Cancel our open orders and close the position with a reduce-only market order."""
         ex = self.executor
-        for row in self.journal.orders(self.account, statuses=IN_FLIGHT):
+        for row in ex.in_flight():
             await ex.cancel(row)
         snap = await ex.snapshot()
         self._snapshot = snap
@@ -742,9 +742,8 @@ class Trader:
         ok, reason = True, ""
         ex = self.executor
         try:
-            before = {
-                r["client_id"]: r["status"] for r in self.journal.orders(self.account, IN_FLIGHT)
-            }
+            ex.reload()
+            before = {r["client_id"]: r["status"] for r in ex.in_flight()}
             pending = await ex.settle_all()
             tries = 1
             while startup and any(p["status"] in ("sent", "unknown") for p in pending):

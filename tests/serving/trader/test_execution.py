@@ -8,13 +8,14 @@ import pytest
 
 from serving.trader import Trader, TraderRefused
 from serving.trader.execution import client_order_id
-from serving.trader.journal import Journal, now_ms
+from serving.trader.journal import IN_FLIGHT, Journal, now_ms
 
 from .conftest import (
     LONG,
     SHORT,
     SYMBOL,
     paper_venue,
+    reconcile_now,
     run_stepped,
     scripted,
     trader_settings,
@@ -161,3 +162,37 @@ async def test_an_unreachable_exchange_at_start_up_is_refused(venue, agent, samp
         trader.close()
     finally:
         await client.close()
+
+
+async def test_the_in_memory_view_of_the_journal_agrees_with_its_queries(
+    venue, agent, sample_5m, tmp_path
+):
+    """The trader keeps its orders in flight and the newest funding settlement in memory (it
+    is the account's only writer); after a run through funding settlements, and with an
+    order left in flight as a crash leaves one, both answer as the journal's queries do."""
+    bars = 120  # 10 h of 5m bars: at least one funding settlement
+    trader = await run_stepped(
+        venue,
+        scripted(agent, [LONG, SHORT] * 100),
+        trader_settings(tmp_path, max_bars=bars),
+        bars,
+        sample_5m,
+    )
+    try:
+        ex, journal, account = trader.executor, trader.journal, trader.account
+        funding = [f for f in trader.fills() if f["kind"] == "funding"]
+        assert funding, "no funding settlement in the run: the check would not bite"
+        times = [int(t) for t in sample_5m.timestamp[venue.start : venue.start + bars]]
+        times += [f["time_ms"] for f in funding] + [f["time_ms"] + 1 for f in funding]
+        for t in times:
+            assert ex.funding_since(t) == journal.funding_since(account, t), t
+        journal.insert_order(order_row(account, "stuck-order", times[0], "sent", now_ms() - 60_000))
+        ex.reload()
+        in_journal = {r["client_id"] for r in journal.orders(account, statuses=IN_FLIGHT)}
+        assert {r["client_id"] for r in ex.in_flight()} == in_journal == {"stuck-order"}
+        ok, reason = await reconcile_now(trader, venue)
+        assert ok, reason
+        assert journal.order(account, "stuck-order")["status"] == "not_placed"
+        assert ex.in_flight() == journal.orders(account, statuses=IN_FLIGHT) == []
+    finally:
+        trader.close()
