@@ -302,9 +302,6 @@ class Executor:
         :meth:`Journal.batch`, if any). An order this (bar, intent) already has is
         returned as it is, never written again."""
         cid = client_order_id(self.account, self.agent, bar_ms, intent)
-        existing = self.journal.order(self.account, cid)
-        if existing is not None:
-            return Intent(existing, new=False)
         qty = self.round_qty(abs(delta))
         side = "buy" if delta > 0 else "sell"
         now = now_ms()
@@ -328,7 +325,11 @@ class Executor:
             "updated_ms": now,
         }
         with self.metrics.phases("journal_intent"):
-            self.journal.insert_order(row)
+            inserted = self.journal.insert_order(row)
+        if not inserted:  # this (bar, intent) has its order already: never a second one
+            existing = self.journal.order(self.account, cid)
+            assert existing is not None
+            return Intent(existing, new=False)
         self._track(row)
         return Intent(row, new=True)
 

@@ -159,6 +159,12 @@ IN_FLIGHT = ("intent", "sent", "unknown", "open")
 FINAL = ("filled", "canceled", "rejected", "not_placed")
 
 
+_ORDER_BY_ID = sa.select(ORDERS).where(
+    ORDERS.c.account == sa.bindparam("account"), ORDERS.c.client_id == sa.bindparam("client_id")
+)
+"""One order by client id: built once (the trader reads an order after every change)."""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -221,6 +227,7 @@ class Journal:
         self.engine = _engine(url)
         self._batch: sa.Connection | None = None
         self._deferred: list[Callable[[], None]] = []
+        self._statements: dict[tuple[Any, ...], Any] = {}
         META.create_all(self.engine)
         for index in LOOKUPS:  # create_all adds indexes only with new tables: older journals
             index.create(self.engine, checkfirst=True)
@@ -443,11 +450,7 @@ class Journal:
 
     def order(self, account: str, client_id: str) -> dict[str, Any] | None:
         with self._reading() as conn:
-            row = conn.execute(
-                sa.select(ORDERS).where(
-                    ORDERS.c.account == account, ORDERS.c.client_id == client_id
-                )
-            ).first()
+            row = conn.execute(_ORDER_BY_ID, {"account": account, "client_id": client_id}).first()
         return dict(row._mapping) if row else None
 
     def orders(
@@ -609,14 +612,19 @@ class Journal:
 
     # ---- helpers
     def _insert_ignore(self, table: sa.Table, row: dict[str, Any]) -> bool:
+        """Insert ``row`` unless its primary key exists; whether it was inserted."""
+        native = self._native_insert(table, tuple(row), None)
+        if native is not None:  # one statement: INSERT ... ON CONFLICT DO NOTHING
+            with self._writing() as conn:
+                return conn.execute(native, row).first() is not None
         try:
             with self._writing() as conn:
                 if self._batch is None:
-                    conn.execute(table.insert().values(**row))
+                    conn.execute(table.insert(), row)
                     return True
                 try:  # a duplicate must not abort the rest of the batch (nor deferred writes)
                     with conn.begin_nested():
-                        conn.execute(table.insert().values(**row))
+                        conn.execute(table.insert(), row)
                 except IntegrityError:
                     return False
             return True
@@ -624,13 +632,48 @@ class Journal:
             return False
 
     def _upsert(self, table: sa.Table, row: dict[str, Any], keys: tuple[str, ...]) -> None:
+        """Insert ``row``, or update the columns it has in the row with its ``keys`` (the
+        primary key)."""
+        native = self._native_insert(table, tuple(row), keys)
         with self._writing() as conn:
+            if native is not None:  # one statement: INSERT ... ON CONFLICT DO UPDATE
+                conn.execute(native, row)
+                return
             where = [table.c[k] == row[k] for k in keys]
-            done = conn.execute(
-                table.update().where(*where).values({k: v for k, v in row.items() if k not in keys})
-            ).rowcount
-            if not done:
-                conn.execute(table.insert().values(**row))
+            values = {k: v for k, v in row.items() if k not in keys}
+            if not conn.execute(table.update().where(*where).values(values)).rowcount:
+                conn.execute(table.insert(), row)
+
+    def _native_insert(
+        self, table: sa.Table, columns: tuple[str, ...], keys: tuple[str, ...] | None
+    ) -> Any:
+        """The dialect's ``INSERT`` of ``columns`` with ``ON CONFLICT DO NOTHING`` (``keys``
+        None) or ``DO UPDATE`` of the other columns, for SQLite and PostgreSQL; None for other
+        databases, which take the portable path (a savepoint, or an UPDATE then an INSERT).
+
+        One statement instead of two or three, built once per shape and executed with the
+        row as parameters: building a statement with the values in it cost more than running
+        it (SQLAlchemy coerces every value), and these writes are on the bar's path to its
+        order."""
+        cache_key = (table.name, columns, keys)
+        statement = self._statements.get(cache_key)
+        if statement is None:
+            dialect = self.engine.dialect.name
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert
+            elif dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                return None
+            insert_row = insert(table)
+            if keys is None:  # RETURNING says whether it inserted (psycopg's rowcount is -1)
+                first_key = table.primary_key.columns.values()[0]
+                statement = insert_row.on_conflict_do_nothing().returning(first_key)
+            else:
+                updated = {c: insert_row.excluded[c] for c in columns if c not in keys}
+                statement = insert_row.on_conflict_do_update(index_elements=keys, set_=updated)
+            self._statements[cache_key] = statement
+        return statement
 
     def _latest(
         self, table: sa.Table, account: str, order: sa.Column, limit: int
