@@ -249,10 +249,16 @@ def new_postgres_database(server_url: str) -> str:
     return f"{server_url}/{name}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def journal_url(request, tmp_path) -> str:
-    """A fresh journal database on each backend."""
-    if request.param == "sqlite":
+@pytest.fixture(params=["sqlite", "sqlite-portable", "postgresql"])
+def journal_url(request, tmp_path, monkeypatch) -> str:
+    """A fresh journal database on each backend; ``sqlite-portable`` writes as the journal
+    does on databases without ``INSERT ... ON CONFLICT`` (a savepoint, an UPDATE then an
+    INSERT)."""
+    if request.param == "sqlite-portable":
+        from serving.trader.journal import Journal
+
+        monkeypatch.setattr(Journal, "_native_insert", lambda self, *shape: None)
+    if request.param.startswith("sqlite"):
         return f"sqlite:///{tmp_path / 'journal.sqlite'}"
     return new_postgres_database(request.getfixturevalue("postgres_server"))
 

@@ -91,6 +91,13 @@ def test_one_row_per_client_id_and_per_execution(journal_url):
     }
     assert journal.insert_order(row) and not journal.insert_order({**row, "qty": 5.0})
     assert journal.order("acct", "prl1")["qty"] == 0.01
+    # one equity row per bar: written again, it is replaced, column by column
+    point = dict(account="acct", bar_ms=1, time_ms=2, equity=100.0, wallet=100.0, upnl=0.0)
+    point.update(position=0.0, entry=0.0, price=80_000.0)
+    journal.record_equity(point)
+    journal.record_equity({**point, "equity": 99.5, "upnl": -0.5})
+    (stored,) = journal.equity("acct")
+    assert (stored["equity"], stored["wallet"], stored["upnl"]) == (99.5, 100.0, -0.5)
     fill = {
         "account": "acct",
         "exec_id": "e1",
