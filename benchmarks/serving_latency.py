@@ -143,8 +143,9 @@ class Service:
             f"exchange.url={base_url}",
             "exchange.rate_limit=false",
             f"server.port={self.port}",
+            # limits that could refuse the tiny agent's orders are lifted; the price band
+            # (2 % by default) stays: its last-price read is part of a default service's path
             "risk.max_orders_per_minute=100000",
-            "risk.price_band=null",
             "risk.max_position_notional=null",
             "risk.max_order_notional=null",
             "risk.max_leverage=null",

@@ -102,6 +102,15 @@ class ControlRefused(RuntimeError):
     """A control request that cannot be honoured now (e.g. resume during the cooldown)."""
 
 
+def _drop(task: asyncio.Future) -> None:
+    """Forget a read the bar did not need: cancel it if still running, else take its
+    exception (a failed read nobody awaited is not an error, and asyncio would log it)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
+
+
 def _holder_is_dead(holder: str) -> bool:
     """True when ``holder`` (``host/pid<N>/nonce``) is a process of this host that is gone."""
     try:
@@ -422,6 +431,27 @@ class Trader:
         funding_now = bar.close_ms % self.contract.funding_interval_ms == 0
         reads = [ex.snapshot(), *([self._sync_fills()] if funding_now else [])]
         reading = asyncio.ensure_future(gather_all(*reads))
+        # The last price (the fat-finger band) is read beside them, so that a bar with an
+        # order does not wait for one more round trip; only that bar awaits it.
+        pricing = None
+        if self.settings.risk.price_band is not None:
+            pricing = asyncio.ensure_future(self._last_price())
+        try:
+            return await self._decide_on(bar, started, pending, reading, pricing)
+        finally:
+            if pricing is not None:
+                _drop(pricing)
+
+    async def _decide_on(
+        self,
+        bar: Bar,
+        started: float,
+        pending: list[dict[str, Any]],
+        reading: asyncio.Future,
+        pricing: asyncio.Future | None,
+    ) -> dict[str, Any]:
+        ex = self.executor
+        phase = self._metrics.phases
         with phase("send_reads"):
             for _ in range(REQUEST_SEND_YIELDS):
                 await asyncio.sleep(0)
@@ -540,7 +570,7 @@ class Trader:
             decision.update(verdict="no_trade")
         else:
             with phase("last_price"):
-                last_price = await self._last_price()
+                last_price = None if pricing is None else await pricing
             verdict = self.risk_manager.check_order(
                 target_qty=target_qty,
                 qty=snap.qty,
@@ -973,8 +1003,6 @@ class Trader:
         return ""
 
     async def _last_price(self) -> float | None:
-        if self.settings.risk.price_band is None:
-            return None
         ticker = await self.executor.call("fetch_ticker", self.symbol)
         return float(ticker["last"]) if ticker.get("last") is not None else None
 

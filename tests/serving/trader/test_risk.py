@@ -3,13 +3,24 @@ switch, pause, drift; every trigger journaled and emitted as an event."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from serving.trader import ControlRefused
 from serving.trader.risk import RiskManager, RiskState
 from serving.trader.settings import RiskLimits
 
-from .conftest import FLAT, LONG, SHORT, SYMBOL, run_hooked, scripted, trader_settings
+from .conftest import (
+    FLAT,
+    LONG,
+    SHORT,
+    SYMBOL,
+    paper_venue,
+    run_hooked,
+    scripted,
+    trader_settings,
+)
 
 
 def manager(**limits) -> RiskManager:
@@ -187,6 +198,60 @@ def exchange_qty_without_faults(venue) -> float:
         return exchange_qty(venue)
     finally:
         faults.error_5xx_rate = rate
+
+
+async def test_the_price_band_refuses_orders_while_the_last_price_is_off_the_close(
+    agent, sample_5m, sample_funding, tmp_path
+):
+    """Fat finger: while the exchange's last price is 5 % off the bar's close (its ticker
+    rewritten on the way out), orders that add risk are refused, naming the band; before
+    and after, the same script trades. The last price is read beside the account, every bar."""
+    skewed = {"on": False}
+    tickers = []
+
+    async def skew_ticker(request, response):
+        if request.path != "/md/v2/ticker/24hr":
+            return
+        tickers.append(request.path)
+        if skewed["on"]:
+            body = json.loads(response.body)
+            body["result"]["closeRp"] = str(round(float(body["result"]["closeRp"]) * 1.05, 1))
+            response.body = json.dumps(body).encode()
+            response.headers["Content-Length"] = str(len(response.body))
+
+    def hooks(trader):
+        async def skew():
+            skewed["on"] = True
+
+        async def unskew():
+            skewed["on"] = False
+
+        return {2: skew, 4: unskew}
+
+    venue = paper_venue(sample_5m, sample_funding, agent, on_response=skew_ticker)
+    try:
+        settings = trader_settings(tmp_path, max_bars=6, risk={"price_band": 0.01})
+        trader = await run_hooked(
+            venue,
+            scripted(agent, [LONG, SHORT, LONG, LONG, LONG, SHORT]),
+            settings,
+            6,
+            sample_5m,
+            hooks,
+        )
+    finally:
+        venue.server.stop()
+    try:
+        times = sample_5m.timestamp[venue.start : venue.start + 6].tolist()
+        by_bar = {d["bar_ms"]: d for d in trader.decisions(limit=100)}
+        verdicts = [by_bar[t]["verdict"] for t in times]
+        assert verdicts[2:4] == ["refused", "refused"], verdicts
+        assert "price_band is 1.00%" in by_bar[times[2]]["reason"]
+        assert "5.00%" in by_bar[times[2]]["reason"], by_bar[times[2]]["reason"]
+        assert all(by_bar[t]["orders"] for t in times[:2] + times[4:]), "trades when in band"
+        assert len(tickers) >= 6, "the last price is read at every bar"
+    finally:
+        trader.close()
 
 
 async def test_pause_keeps_the_position_and_places_nothing(venue, agent, sample_5m, tmp_path):
