@@ -3,7 +3,10 @@
 A :class:`FeaturePipeline` is configured by a list of feature specs, plain mappings such as
 ``{"name": "rsi", "window": 14}`` (so a Hydra YAML can give them) or :class:`Feature`
 instances. :meth:`FeaturePipeline.transform` computes every feature once over the whole
-series with vectorised pandas/numpy (and the ``ta`` package), then normalises causally:
+series from the checked :class:`Bars` arrays, with numpy and compiled kernels
+(:mod:`envs.indicators`, :mod:`envs.wilder`) that give the ``ta`` package's formulas without
+building a pandas object per call (the live trader recomputes a buffer at every bar close),
+then normalises causally:
 
 - ``"rolling"``: z-score against the trailing ``norm_window`` bars, up to and including ``t``;
 - ``"fit"``: z-score with a mean and standard deviation fitted on training rows only
@@ -14,13 +17,23 @@ Row ``t`` only ever depends on bars ``0..t``: the agent decides at the close of 
 Bounded features (the sin/cos clocks) and features that are already z-scores are not
 normalised. Every column is clipped to ``±clip`` after normalisation.
 
+Equality with ``ta`` 0.11: RSI, MACD, ATR and ADX are the same float64 values bit for bit;
+Bollinger %B and the volume z-score compute each row from its own window where pandas (under
+``ta``) keeps running sums over the whole history, so they agree to pandas' round-off (on the
+bundled sample: %B within 2e-9, the volume z-score's statistics within 2e-12 relative; the
+own-window values are the closer to exact arithmetic). ``tests/envs/test_indicators.py``
+checks all of them against ``ta`` itself.
+
 Serving recomputes the matrix on a buffer of the last :meth:`FeaturePipeline.warmup_bars`
-bars. Windowed features are then exact up to float64 round-off; exponentially smoothed ones
-(RSI, MACD, ATR, ADX) keep a trace of the buffer's first bar that has decayed below
-``_EMA_TOLERANCE`` (1e-9) of its size. So in every normalisation mode the buffer's last row
-matches the full-history row to float32 rounding (a few 1e-7 relative at worst; bit-identical
-on the bundled sample). In ``"rolling"`` mode the buffer covers the whole normalisation
-window, and pandas' running-sum rolling statistics differ only by round-off of order 1e-12.
+bars. Windowed features (log returns, %B, volume z-score, funding) read only their own
+window, so their buffer rows are the same floats as the full-history rows; exponentially
+smoothed ones (RSI, MACD, ATR, ADX) keep a trace of the buffer's first bar that has decayed
+below ``_EMA_TOLERANCE`` (1e-9) of its size. So in ``"fit"`` and ``"none"`` mode the
+buffer's last row matches the full-history row to float32 rounding (a few 1e-7 relative at
+worst; bit-identical on the bundled sample). ``"rolling"`` mode normalises with pandas'
+rolling statistics (running sums, not on the serving path of a ``"fit"`` pipeline); its
+buffer covers the whole normalisation window, and those running sums differ between buffer
+and full history only by round-off of order 1e-12.
 """
 
 from __future__ import annotations

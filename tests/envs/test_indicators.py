@@ -269,3 +269,18 @@ def test_default_pipeline_equals_the_ta_formulation(sample):
     assert first_valid.tolist() == [
         int(np.isnan(expected[:, j]).argmin()) for j in range(pipeline.n_features)
     ]
+
+
+def test_windowed_features_of_a_buffer_are_the_full_history_floats(sample):
+    # Own-window sums: a buffer's rows do not depend on where the buffer starts (running
+    # sums would carry the round-off of every earlier bar).
+    pipeline = FeaturePipeline(normalization="none", clip=None)
+    full, _ = pipeline._raw(sample)
+    windowed = [
+        pipeline.columns.index(c)
+        for c in ("log_return_64", "bollinger_pct_b_20", "volume_zscore_96", "funding_rate_bps")
+    ]
+    warmup = pipeline.warmup_bars(sample.timeframe)
+    for end in (warmup, 5000, len(sample)):
+        buffer, _ = pipeline._raw(sample.slice(end - warmup, end))
+        np.testing.assert_array_equal(buffer[-300:, windowed], full[end - 300 : end, windowed])
