@@ -12,7 +12,7 @@ everything that output depends on:
   the uncached path would compute, never one fitted on other rows;
 - the bars themselves: SHA-256 of every array (:func:`agents.data.market_hash`), so a new
   download, another date range, gap policy or funding default is another key;
-- the versions of the libraries that compute the features (``ta``, pandas, numpy).
+- the versions of the libraries that compute the features (numba, pandas, numpy).
 
 Entries live in ``<data_dir>/<exchange>/<SYMBOL_ID>/features/<timeframe>-<key>.npz`` and are
 written to a temporary file and renamed, so a reader (another trial of the same sweep) sees
@@ -45,7 +45,7 @@ CACHE_FOLDER = "features"
 MAX_ENTRIES = 8
 """Entries kept per market folder; the least recently used beyond this are deleted."""
 
-_LIBRARIES = ("ta", "pandas", "numpy")
+_LIBRARIES = ("numba", "pandas", "numpy")
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,10 @@
 A :class:`FeaturePipeline` is configured by a list of feature specs, plain mappings such as
 ``{"name": "rsi", "window": 14}`` (so a Hydra YAML can give them) or :class:`Feature`
 instances. :meth:`FeaturePipeline.transform` computes every feature once over the whole
-series with vectorised pandas/numpy (and the ``ta`` package), then normalises causally:
+series from the checked :class:`Bars` arrays, with numpy and compiled kernels
+(:mod:`envs.indicators`, :mod:`envs.wilder`) that give the ``ta`` package's formulas without
+building a pandas object per call (the live trader recomputes a buffer at every bar close),
+then normalises causally:
 
 - ``"rolling"``: z-score against the trailing ``norm_window`` bars, up to and including ``t``;
 - ``"fit"``: z-score with a mean and standard deviation fitted on training rows only
@@ -14,13 +17,23 @@ Row ``t`` only ever depends on bars ``0..t``: the agent decides at the close of 
 Bounded features (the sin/cos clocks) and features that are already z-scores are not
 normalised. Every column is clipped to ``±clip`` after normalisation.
 
+Equality with ``ta`` 0.11: RSI, MACD, ATR and ADX are the same float64 values bit for bit;
+Bollinger %B and the volume z-score compute each row from its own window where pandas (under
+``ta``) keeps running sums over the whole history, so they agree to pandas' round-off (on the
+bundled sample: %B within 2e-9, the volume z-score's statistics within 2e-12 relative; the
+own-window values are the closer to exact arithmetic). ``tests/envs/test_indicators.py``
+checks all of them against ``ta`` itself.
+
 Serving recomputes the matrix on a buffer of the last :meth:`FeaturePipeline.warmup_bars`
-bars. Windowed features are then exact up to float64 round-off; exponentially smoothed ones
-(RSI, MACD, ATR, ADX) keep a trace of the buffer's first bar that has decayed below
-``_EMA_TOLERANCE`` (1e-9) of its size. So in every normalisation mode the buffer's last row
-matches the full-history row to float32 rounding (a few 1e-7 relative at worst; bit-identical
-on the bundled sample). In ``"rolling"`` mode the buffer covers the whole normalisation
-window, and pandas' running-sum rolling statistics differ only by round-off of order 1e-12.
+bars. Windowed features (log returns, %B, volume z-score, funding) read only their own
+window, so their buffer rows are the same floats as the full-history rows; exponentially
+smoothed ones (RSI, MACD, ATR, ADX) keep a trace of the buffer's first bar that has decayed
+below ``_EMA_TOLERANCE`` (1e-9) of its size. So in ``"fit"`` and ``"none"`` mode the
+buffer's last row matches the full-history row to float32 rounding (a few 1e-7 relative at
+worst; bit-identical on the bundled sample). ``"rolling"`` mode normalises with pandas'
+rolling statistics (running sums, not on the serving path of a ``"fit"`` pipeline); its
+buffer covers the whole normalisation window, and those running sums differ between buffer
+and full history only by round-off of order 1e-12.
 """
 
 from __future__ import annotations
@@ -35,12 +48,18 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import ta
 
 from envs.choices import NORMALIZATIONS
 from envs.data.market_data import MarketData, timeframe_to_ms
+from envs.indicators import (
+    bollinger_pct_b,
+    carry_nonzero,
+    macd_over_close,
+    rolling_zscore,
+    rsi_scaled,
+)
 from envs.market import FUNDING_INTERVAL_MS
-from envs.wilder import average_directional_index, average_true_range
+from envs.wilder import average_directional_index, average_true_range, kernel
 
 FORMAT_VERSION = 1
 """Version of the :meth:`FeaturePipeline.to_dict` layout; bump when a feature's formula changes."""
@@ -82,6 +101,71 @@ def _nan_before(values: np.ndarray, start: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Bars:
+    """The checked bars a :class:`Feature` computes from: contiguous ``(T,)`` arrays.
+
+    Attributes:
+        timestamp: int64 bar open times, ms UTC.
+        open, high, low, close: float64 prices, finite and > 0.
+        volume: float64, finite and >= 0.
+        funding_rate: float64, finite; 0 on bars without a settlement.
+    """
+
+    timestamp: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    funding_rate: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+    @classmethod
+    def of(cls, market: MarketData) -> Bars:
+        """``market``'s arrays (no copy when they are already contiguous float64), checked.
+
+        Raises:
+            ValueError: a price that is not finite and > 0, a negative or non-finite volume,
+                or a non-finite funding rate; the message names the array, row and value.
+        """
+        timestamp = np.ascontiguousarray(market.timestamp, dtype=np.int64)
+        arrays = {}
+        for name, (minimum, strict) in _BAR_BOUNDS.items():
+            values = np.ascontiguousarray(getattr(market, name), dtype=np.float64)
+            i = _first_out_of_bounds(values, minimum, strict)
+            if i >= 0:
+                raise ValueError(
+                    f"MarketData.{name}[{i}] = {float(values[i])!r} (timestamp {int(timestamp[i])}) "
+                    "is invalid: prices must be finite and > 0, volume finite and >= 0, funding finite"
+                )
+            arrays[name] = values
+        return cls(timestamp=timestamp, **arrays)
+
+
+_BAR_BOUNDS = {
+    "open": (0.0, True),
+    "high": (0.0, True),
+    "low": (0.0, True),
+    "close": (0.0, True),
+    "volume": (0.0, False),
+    "funding_rate": (-math.inf, False),
+}
+"""Each bar array's lower bound and whether it is strict; every value must also be finite."""
+
+
+@kernel
+def _first_out_of_bounds(values: np.ndarray, minimum: float, strict: bool) -> int:
+    """First row that is not finite or below ``minimum`` (or equal, if ``strict``); -1 if none."""
+    for i in range(len(values)):
+        v = values[i]
+        if not np.isfinite(v) or v < minimum or (strict and v == minimum):
+            return i
+    return -1
+
+
 class Feature(ABC):
     """One feature: a few float64 columns computed from the bars.
 
@@ -102,12 +186,11 @@ class Feature(ABC):
         """Bars, the current one included, that the last row needs to match the full history."""
 
     @abstractmethod
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
         """Float64 ``(T, len(columns))``: NaN on warm-up rows, finite on every later row.
 
         Args:
-            bars: ``open high low close volume funding_rate`` float64 and ``timestamp``
-                int64 (bar open, ms UTC) columns on a RangeIndex.
+            bars: the checked bars.
             timeframe_ms: bar length in milliseconds.
         """
 
@@ -151,8 +234,8 @@ class LogReturn(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return max(self.horizons) + 1
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
-        log_close = np.log(bars["close"].to_numpy())
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+        log_close = np.log(bars.close)
         out = np.full((len(bars), len(self.horizons)), np.nan)
         for j, h in enumerate(self.horizons):
             out[h:, j] = log_close[h:] - log_close[:-h]
@@ -161,7 +244,8 @@ class LogReturn(Feature):
 
 @dataclass(frozen=True)
 class RSI(Feature):
-    """Wilder's RSI of the close (``ta``), mapped from [0, 100] to [-1, 1] as ``(rsi - 50) / 50``."""
+    """Wilder's RSI of the close (``ta``'s, compiled: :mod:`envs.indicators`), mapped from
+    [0, 100] to [-1, 1] as ``(rsi - 50) / 50``."""
 
     name: ClassVar[str] = "rsi"
     window: int = 14
@@ -176,14 +260,14 @@ class RSI(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return self.window + _ema_bars(1 / self.window)
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
-        rsi = ta.momentum.RSIIndicator(bars["close"], window=self.window).rsi().to_numpy()
-        return ((rsi - 50.0) / 50.0)[:, None]
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+        return rsi_scaled(bars.close, self.window)[:, None]
 
 
 @dataclass(frozen=True)
 class MACD(Feature):
-    """MACD line, signal and histogram (``ta``), each divided by the close (fraction of price)."""
+    """MACD line, signal and histogram (``ta``'s, compiled: :mod:`envs.indicators`), each
+    divided by the close (fraction of price)."""
 
     name: ClassVar[str] = "macd"
     fast: int = 12
@@ -207,18 +291,14 @@ class MACD(Feature):
         # The signal EMA smooths the line EMA, so the two forgetting times add up.
         return self.slow + _ema_bars(2 / (self.slow + 1)) + _ema_bars(2 / (self.signal + 1))
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
-        close = bars["close"]
-        macd = ta.trend.MACD(
-            close, window_slow=self.slow, window_fast=self.fast, window_sign=self.signal
-        )
-        lines = np.column_stack([macd.macd(), macd.macd_signal(), macd.macd_diff()])
-        return lines / close.to_numpy()[:, None]
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+        return macd_over_close(bars.close, self.fast, self.slow, self.signal)
 
 
 @dataclass(frozen=True)
 class BollingerPctB(Feature):
-    """Bollinger %B of the close (``ta``): 0 on the lower band, 1 on the upper; 0.5 if the bands touch."""
+    """Bollinger %B of the close (``ta``'s, compiled: :mod:`envs.indicators`): 0 on the lower
+    band, 1 on the upper; 0.5 if the bands touch (a flat window: the close sits mid-band)."""
 
     name: ClassVar[str] = "bollinger_pct_b"
     window: int = 20
@@ -237,14 +317,8 @@ class BollingerPctB(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return self.window
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
-        bands = ta.volatility.BollingerBands(
-            bars["close"], window=self.window, window_dev=self.window_dev
-        )
-        pct_b = bands.bollinger_pband().to_numpy(dtype=np.float64, copy=True)
-        # ta gives NaN when the window is flat (zero band width): the close sits mid-band.
-        pct_b[self.window - 1 :] = np.nan_to_num(pct_b[self.window - 1 :], nan=0.5)
-        return pct_b[:, None]
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+        return bollinger_pct_b(bars.close, self.window, self.window_dev)[:, None]
 
 
 @dataclass(frozen=True)
@@ -264,14 +338,11 @@ class ATR(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return self.window + _ema_bars(1 / self.window)
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
         if len(bars) < self.window:  # ta indexes row window - 1 unconditionally
             return np.full((len(bars), 1), np.nan)
-        close = bars["close"].to_numpy()
-        atr = average_true_range(
-            bars["high"].to_numpy(), bars["low"].to_numpy(), close, self.window
-        )
-        return _nan_before(atr / close, self.window - 1)[:, None]
+        atr = average_true_range(bars.high, bars.low, bars.close, self.window)
+        return _nan_before(atr / bars.close, self.window - 1)[:, None]
 
 
 @dataclass(frozen=True)
@@ -292,13 +363,11 @@ class ADX(Feature):
         # Wilder-smoothed directional movement, then a second Wilder smoothing of DX.
         return 2 * self.window + 2 * _ema_bars(1 / self.window)
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
         first = 2 * self.window - 1  # ta's first ADX value; it writes 0 before
         if len(bars) <= first:  # and indexes that row unconditionally
             return np.full((len(bars), 1), np.nan)
-        adx = average_directional_index(
-            bars["high"].to_numpy(), bars["low"].to_numpy(), bars["close"].to_numpy(), self.window
-        )
+        adx = average_directional_index(bars.high, bars.low, bars.close, self.window)
         return _nan_before(adx / 100.0, first)[:, None]
 
 
@@ -323,12 +392,8 @@ class VolumeZScore(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return self.window
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
-        log_volume = np.log1p(bars["volume"])
-        rolling = log_volume.rolling(self.window, min_periods=self.window)
-        return _zscore(
-            log_volume.to_numpy(), rolling.mean().to_numpy(), rolling.std(ddof=0).to_numpy()
-        )[:, None]
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+        return rolling_zscore(np.log1p(bars.volume), self.window)[:, None]
 
 
 @dataclass(frozen=True)
@@ -354,9 +419,8 @@ class FundingRate(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return math.ceil(self.interval_hours * 3_600_000 / timeframe_ms)
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
-        funding = bars["funding_rate"]
-        return (funding.where(funding != 0.0).ffill() * 1e4).to_numpy()[:, None]
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+        return carry_nonzero(bars.funding_rate, 1e4)[:, None]
 
 
 @dataclass(frozen=True)
@@ -373,8 +437,8 @@ class TimeOfDay(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return 1
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
-        close_ms = bars["timestamp"].to_numpy(dtype=np.int64) + timeframe_ms
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+        close_ms = bars.timestamp + timeframe_ms
         return _circle((close_ms % _DAY_MS) / _DAY_MS)
 
 
@@ -392,8 +456,8 @@ class DayOfWeek(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return 1
 
-    def compute(self, bars: pd.DataFrame, timeframe_ms: int) -> np.ndarray:
-        close_ms = bars["timestamp"].to_numpy(dtype=np.int64) + timeframe_ms
+    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+        close_ms = bars.timestamp + timeframe_ms
         return _circle(((close_ms + _MONDAY_OFFSET_MS) % _WEEK_MS) / _WEEK_MS)
 
 
@@ -401,6 +465,38 @@ def _circle(phase: np.ndarray) -> np.ndarray:
     """``(T, 2)`` sin and cos of ``2 pi phase``."""
     angle = 2.0 * np.pi * phase
     return np.column_stack([np.sin(angle), np.cos(angle)])
+
+
+@kernel
+def _zscore_columns_in_place(
+    values: np.ndarray, columns: np.ndarray, mean: np.ndarray, std: np.ndarray
+) -> None:
+    """``values[:, columns[j]]`` replaced by ``(x - mean[j]) / std[j]``, as :func:`_zscore`."""
+    for i in range(values.shape[0]):
+        for j in range(len(columns)):
+            centred = values[i, columns[j]] - mean[j]
+            if std[j] > 0:
+                values[i, columns[j]] = centred / std[j]
+            elif centred == centred:
+                values[i, columns[j]] = 0.0
+
+
+@kernel
+def _first_defined_rows(raw: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """Each column's first finite row (``T`` if none) and the first non-finite ``(row,
+    column)`` after it, ``(-1, -1)`` if there is none."""
+    rows, cols = raw.shape
+    first = np.full(cols, rows, dtype=np.int64)
+    hole_row, hole_col = -1, -1
+    for j in range(cols):
+        for i in range(rows):
+            if np.isfinite(raw[i, j]):
+                if first[j] == rows:
+                    first[j] = i
+            elif first[j] < rows and (hole_row < 0 or i < hole_row):
+                hole_row, hole_col = i, j
+                break
+    return first, hole_row, hole_col
 
 
 def _zscore(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -639,14 +735,13 @@ class FeaturePipeline:
                 or non-positive prices, negative volume); the message names the bar.
         """
         raw, first_valid = self._raw(market)
-        # _raw's array is ours: normalise it in place, a column at a time, so that years of
-        # minute bars need one (T, F) float64 array rather than four
+        # _raw's array is ours: normalise it in place, so that years of minute bars need
+        # one (T, F) float64 array rather than four
         values = raw
         mask = self._normalized
         if self.normalization == "fit":
             stats = self._fitted_stats(market.timeframe)
-            for j, col in enumerate(np.flatnonzero(mask)):
-                values[:, col] = _zscore(raw[:, col], stats.mean[j], stats.std[j])
+            _zscore_columns_in_place(values, np.flatnonzero(mask), stats.mean, stats.std)
         elif self.normalization == "rolling" and mask.any():
             rolling = pd.DataFrame(raw[:, mask]).rolling(
                 self.norm_window, min_periods=self.norm_min_periods
@@ -756,7 +851,7 @@ class FeaturePipeline:
 
     def _raw(self, market: MarketData) -> tuple[np.ndarray, np.ndarray]:
         """Un-normalised float64 ``(T, F)`` features (NaN on warm-up) and each column's first defined row."""
-        bars = _bars_frame(market)
+        bars = Bars.of(market)
         tf_ms = market.timeframe_ms
         raw = np.empty((len(market), self.n_features))
         j = 0
@@ -764,40 +859,11 @@ class FeaturePipeline:
             k = len(feature.columns)
             raw[:, j : j + k] = feature.compute(bars, tf_ms)
             j += k
-        finite = np.isfinite(raw)
-        first_valid = np.where(finite.any(axis=0), finite.argmax(axis=0), len(market))
+        first_valid, row, col = _first_defined_rows(raw)
         # The bars are checked, so a hole after the warm-up is a feature bug: fail, don't fill.
-        holes = ~finite & (np.arange(len(market))[:, None] >= first_valid)
-        if holes.any():
-            row, col = np.argwhere(holes)[0]
+        if row >= 0:
             raise ValueError(
                 f"feature {self.columns[col]!r} is not finite at bar {row} "
                 f"(timestamp {int(market.timestamp[row])}) after its warm-up"
             )
         return raw, first_valid
-
-
-def _bars_frame(market: MarketData) -> pd.DataFrame:
-    """The bars as float64 columns plus int64 ``timestamp`` on a RangeIndex, after checking them.
-
-    Raises:
-        ValueError: a price that is not finite and > 0, a negative or non-finite volume, or a
-            non-finite funding rate; the message names the array, row and value.
-    """
-    columns = {"timestamp": np.asarray(market.timestamp, dtype=np.int64)}
-    for name in ("open", "high", "low", "close", "volume", "funding_rate"):
-        values = np.asarray(getattr(market, name), dtype=np.float64)
-        if name == "funding_rate":
-            bad = ~np.isfinite(values)
-        elif name == "volume":
-            bad = ~(np.isfinite(values) & (values >= 0))
-        else:
-            bad = ~(np.isfinite(values) & (values > 0))
-        if bad.any():
-            i = int(bad.argmax())
-            raise ValueError(
-                f"MarketData.{name}[{i}] = {float(values[i])!r} (timestamp {int(columns['timestamp'][i])}) "
-                "is invalid: prices must be finite and > 0, volume finite and >= 0, funding finite"
-            )
-        columns[name] = values
-    return pd.DataFrame(columns)
