@@ -26,7 +26,6 @@ PACKAGES = (
     "optuna",
     "wandb",
     "bentoml",
-    "ta",
 )
 
 

@@ -564,7 +564,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--agent", help="model-store tag (default: train a tiny PPO agent)")
     parser.add_argument("--requests", type=int, default=2000, help="sequential /act requests")
     parser.add_argument("--seconds", type=float, default=5.0, help="concurrent /act duration")
-    parser.add_argument("--bars", type=int, default=200, help="stepped bars for bar -> order")
+    parser.add_argument(
+        "--bars",
+        type=int,
+        default=600,
+        help="stepped bars for bar -> order (600: about 100 orders, so that p99 is not simply "
+        "the slowest one or two; about 10 minutes)",
+    )
     parser.add_argument("--crashes", type=int, default=100, help="SIGKILLs in the crash run")
     parser.add_argument(
         "--crash-budget-s", type=float, help="stop killing after this many seconds (slow machines)"
