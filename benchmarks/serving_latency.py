@@ -309,6 +309,8 @@ def bench_act(service: Service, agent: Any, n: int, seconds: float) -> dict[str,
 
 # --------------------------------------------------------------------------- 2. bar -> order
 def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -> dict:
+    from serving.trader.trader import CHECKPOINT_EVERY_BARS
+
     exchange = Exchange(speed=None, slippage_bps=agent.env_config.slippage_bps)
     service = Service(home, tag, exchange.server.base_url, tmp / "bar-state", [])
     try:
@@ -317,11 +319,12 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
         from serving.exchange.ws import WS_FEED
 
         feed = exchange.server.app[WS_FEED]
-        latencies, traded = [], 0
+        latencies, traded, orders = [], 0, []
         gc_pauses = GcPauses()
-        for _ in range(bars):
+        for step in range(bars):
             before = len(exchange.order_answers)
             exchange.answered.clear()
+            closed_wall_ms = time.time() * 1000
             closed = time.perf_counter()
             exchange.clock.step(1)
             feed.wake()
@@ -330,9 +333,25 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
             if len(exchange.order_answers) > before:
                 traded += 1
                 latencies.append((exchange.order_answers[before][0] - closed) * 1000)
+                orders.append((latencies[-1], step, closed_wall_ms))
                 time.sleep(0.05)  # let the bar's bookkeeping finish before the next close
         full_collections = [ms for gen, ms in gc_pauses.close() if gen == 2]
+        reconciled_ms = journal_times(tmp / "bar-state" / "journal.sqlite", "reconciliations")
         return {
+            "slowest_orders": [
+                {
+                    "ms": ms,
+                    "bar": step,
+                    # the trader checkpoints the journal in a thread after every 50th bar it
+                    # handles (1: this bar came right after one started)
+                    "bars_after_checkpoint": (step + 1) % CHECKPOINT_EVERY_BARS,
+                    # the nearest reconciliation's journal time (ms, negative: after the close)
+                    "ms_since_reconciliation": min(
+                        (round(closed_ms - t) for t in reconciled_ms), key=abs, default=None
+                    ),
+                }
+                for ms, step, closed_ms in sorted(orders, reverse=True)[:3]
+            ],
             **trader_figures(service.get("/metrics")[1]),
             "exchange_gc_gen2_pauses_ms": full_collections,
             "bars": bars,
@@ -344,6 +363,14 @@ def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -
     finally:
         service.stop()
         exchange.stop()
+
+
+def journal_times(journal_file: Path, table: str) -> list[int]:
+    """``time_ms`` of every row of a journal table, read with sqlite3 (not the journal's code)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{journal_file}?mode=ro", uri=True)) as db:
+        return [row[0] for row in db.execute(f"SELECT time_ms FROM {table}")]  # noqa: S608
 
 
 def trader_figures(metrics: bytes) -> dict[str, Any]:
@@ -659,6 +686,10 @@ def main(argv: list[str] | None = None) -> None:
                   f"{own.pop('orders'):.0f} orders, cumulative: {own}; "
                   f"full GCs in the exchange's process: "
                   f"{[round(ms) for ms in bar['exchange_gc_gen2_pauses_ms']]} ms")  # fmt: skip
+            print("slowest orders: " + "; ".join(
+                f"{o['ms']:.1f} ms at bar {o['bar']} ({o['bars_after_checkpoint']} bars after a "
+                f"journal checkpoint, {o['ms_since_reconciliation']} ms after a reconciliation)"
+                for o in bar["slowest_orders"]))  # fmt: skip
             print(
                 f"p99 target {TARGET_BAR_TO_ORDER_P99_MS:g} ms: "
                 f"{'met' if bar['p99_ms'] < TARGET_BAR_TO_ORDER_P99_MS else 'MISSED'}\n",
