@@ -3,7 +3,7 @@
 A :class:`FeaturePipeline` is configured by a list of feature specs, plain mappings such as
 ``{"name": "rsi", "window": 14}`` (so a Hydra YAML can give them) or :class:`Feature`
 instances. :meth:`FeaturePipeline.transform` computes every feature once over the whole
-series from the checked :class:`Bars` arrays, with numpy and compiled kernels
+series from the checked bar arrays (:func:`checked_bars`), with numpy and compiled kernels
 (:mod:`envs.indicators`, :mod:`envs.wilder`) that give the ``ta`` package's formulas without
 building a pandas object per call (the live trader recomputes a buffer at every bar close),
 then normalises causally:
@@ -42,7 +42,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -101,48 +101,26 @@ def _nan_before(values: np.ndarray, start: int) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True)
-class Bars:
-    """The checked bars a :class:`Feature` computes from: contiguous ``(T,)`` arrays.
+def checked_bars(market: MarketData) -> MarketData:
+    """``market`` with its bar arrays as contiguous int64 / float64 (no copy when they are
+    already), checked: what a :class:`Feature` computes from.
 
-    Attributes:
-        timestamp: int64 bar open times, ms UTC.
-        open, high, low, close: float64 prices, finite and > 0.
-        volume: float64, finite and >= 0.
-        funding_rate: float64, finite; 0 on bars without a settlement.
+    Raises:
+        ValueError: a price that is not finite and > 0, a negative or non-finite volume, or a
+            non-finite funding rate; the message names the array, row and value.
     """
-
-    timestamp: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    funding_rate: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.timestamp)
-
-    @classmethod
-    def of(cls, market: MarketData) -> Bars:
-        """``market``'s arrays (no copy when they are already contiguous float64), checked.
-
-        Raises:
-            ValueError: a price that is not finite and > 0, a negative or non-finite volume,
-                or a non-finite funding rate; the message names the array, row and value.
-        """
-        timestamp = np.ascontiguousarray(market.timestamp, dtype=np.int64)
-        arrays = {}
-        for name, (minimum, strict) in _BAR_BOUNDS.items():
-            values = np.ascontiguousarray(getattr(market, name), dtype=np.float64)
-            i = _first_out_of_bounds(values, minimum, strict)
-            if i >= 0:
-                raise ValueError(
-                    f"MarketData.{name}[{i}] = {float(values[i])!r} (timestamp {int(timestamp[i])}) "
-                    "is invalid: prices must be finite and > 0, volume finite and >= 0, funding finite"
-                )
-            arrays[name] = values
-        return cls(timestamp=timestamp, **arrays)
+    timestamp = np.ascontiguousarray(market.timestamp, dtype=np.int64)
+    arrays = {}
+    for name, (minimum, strict) in _BAR_BOUNDS.items():
+        values = np.ascontiguousarray(getattr(market, name), dtype=np.float64)
+        i = _first_out_of_bounds(values, minimum, strict)
+        if i >= 0:
+            raise ValueError(
+                f"MarketData.{name}[{i}] = {float(values[i])!r} (timestamp {int(timestamp[i])}) "
+                "is invalid: prices must be finite and > 0, volume finite and >= 0, funding finite"
+            )
+        arrays[name] = values
+    return replace(market, timestamp=timestamp, **arrays)
 
 
 _BAR_BOUNDS = {
@@ -186,11 +164,11 @@ class Feature(ABC):
         """Bars, the current one included, that the last row needs to match the full history."""
 
     @abstractmethod
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         """Float64 ``(T, len(columns))``: NaN on warm-up rows, finite on every later row.
 
         Args:
-            bars: the checked bars.
+            bars: the bars as :func:`checked_bars` gives them (contiguous float64, checked).
             timeframe_ms: bar length in milliseconds.
         """
 
@@ -234,7 +212,7 @@ class LogReturn(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return max(self.horizons) + 1
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         log_close = np.log(bars.close)
         out = np.full((len(bars), len(self.horizons)), np.nan)
         for j, h in enumerate(self.horizons):
@@ -260,7 +238,7 @@ class RSI(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return self.window + _ema_bars(1 / self.window)
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         return rsi_scaled(bars.close, self.window)[:, None]
 
 
@@ -291,7 +269,7 @@ class MACD(Feature):
         # The signal EMA smooths the line EMA, so the two forgetting times add up.
         return self.slow + _ema_bars(2 / (self.slow + 1)) + _ema_bars(2 / (self.signal + 1))
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         return macd_over_close(bars.close, self.fast, self.slow, self.signal)
 
 
@@ -317,7 +295,7 @@ class BollingerPctB(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return self.window
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         return bollinger_pct_b(bars.close, self.window, self.window_dev)[:, None]
 
 
@@ -338,7 +316,7 @@ class ATR(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return self.window + _ema_bars(1 / self.window)
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         if len(bars) < self.window:  # ta indexes row window - 1 unconditionally
             return np.full((len(bars), 1), np.nan)
         atr = average_true_range(bars.high, bars.low, bars.close, self.window)
@@ -363,7 +341,7 @@ class ADX(Feature):
         # Wilder-smoothed directional movement, then a second Wilder smoothing of DX.
         return 2 * self.window + 2 * _ema_bars(1 / self.window)
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         first = 2 * self.window - 1  # ta's first ADX value; it writes 0 before
         if len(bars) <= first:  # and indexes that row unconditionally
             return np.full((len(bars), 1), np.nan)
@@ -392,7 +370,7 @@ class VolumeZScore(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return self.window
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         return rolling_zscore(np.log1p(bars.volume), self.window)[:, None]
 
 
@@ -419,7 +397,7 @@ class FundingRate(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return math.ceil(self.interval_hours * 3_600_000 / timeframe_ms)
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         return carry_nonzero(bars.funding_rate, 1e4)[:, None]
 
 
@@ -437,7 +415,7 @@ class TimeOfDay(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return 1
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         close_ms = bars.timestamp + timeframe_ms
         return _circle((close_ms % _DAY_MS) / _DAY_MS)
 
@@ -456,7 +434,7 @@ class DayOfWeek(Feature):
     def lookback(self, timeframe_ms: int) -> int:
         return 1
 
-    def compute(self, bars: Bars, timeframe_ms: int) -> np.ndarray:
+    def compute(self, bars: MarketData, timeframe_ms: int) -> np.ndarray:
         close_ms = bars.timestamp + timeframe_ms
         return _circle(((close_ms + _MONDAY_OFFSET_MS) % _WEEK_MS) / _WEEK_MS)
 
@@ -851,7 +829,7 @@ class FeaturePipeline:
 
     def _raw(self, market: MarketData) -> tuple[np.ndarray, np.ndarray]:
         """Un-normalised float64 ``(T, F)`` features (NaN on warm-up) and each column's first defined row."""
-        bars = Bars.of(market)
+        bars = checked_bars(market)
         tf_ms = market.timeframe_ms
         raw = np.empty((len(market), self.n_features))
         j = 0

@@ -20,6 +20,23 @@ from serving.trader.trader import Trader, _holder_is_dead
 
 from .conftest import reconcile_now, run_stepped, trader_settings
 
+ORDER_ROW = {
+    "account": "acct",
+    "client_id": "prl1",
+    "bar_ms": 1,
+    "intent": "rebalance",
+    "symbol": "BTC/USDT:USDT",
+    "side": "buy",
+    "qty": 0.01,
+    "ord_type": "market",
+    "reduce_only": False,
+    "status": "sent",
+    "sends": 1,
+    "created_ms": 1,
+    "updated_ms": 1,
+}
+"""An order of the journal's tests (client id ``prl1`` on account ``acct``)."""
+
 
 def test_a_second_holder_is_refused_and_named(journal_url):
     journal = Journal(journal_url)
@@ -74,21 +91,7 @@ async def test_event_ids_survive_a_restart_and_wake_waiters(journal_url):
 
 def test_one_row_per_client_id_and_per_execution(journal_url):
     journal = Journal(journal_url)
-    row = {
-        "account": "acct",
-        "client_id": "prl1",
-        "bar_ms": 1,
-        "intent": "rebalance",
-        "symbol": "BTC/USDT:USDT",
-        "side": "buy",
-        "qty": 0.01,
-        "ord_type": "market",
-        "reduce_only": False,
-        "status": "sent",
-        "sends": 1,
-        "created_ms": 1,
-        "updated_ms": 1,
-    }
+    row = dict(ORDER_ROW)
     assert journal.insert_order(row) and not journal.insert_order({**row, "qty": 5.0})
     assert journal.order("acct", "prl1")["qty"] == 0.01
     # one equity row per bar: written again, it is replaced, column by column
@@ -133,21 +136,7 @@ def test_a_deferred_write_goes_first_into_the_next_transaction(journal_url):
         raise RuntimeError("the batch fails")
     assert other.get_state("acct", "b") is None and other.get_state("acct", "c") is None
 
-    row = {
-        "account": "acct",
-        "client_id": "prl1",
-        "bar_ms": 1,
-        "intent": "rebalance",
-        "symbol": "BTC/USDT:USDT",
-        "side": "buy",
-        "qty": 0.01,
-        "ord_type": "market",
-        "reduce_only": False,
-        "status": "sent",
-        "sends": 1,
-        "created_ms": 1,
-        "updated_ms": 1,
-    }
+    row = dict(ORDER_ROW)
     assert journal.insert_order(row)
     journal.defer(lambda: journal.set_state("acct", "d", "4"))
     assert not journal.insert_order({**row, "qty": 5.0}), "a duplicate, refused"
