@@ -128,7 +128,7 @@ async def count_stream(stream: CcxtBarStream, n_bars: int, timeout_s: float) -> 
     bars = []
     while len(bars) < n_bars:
         try:
-            bars.append((await asyncio.wait_for(anext(stream), timeout_s)).timestamp)
+            bars.append((await asyncio.wait_for(anext(stream), timeout_s)).open_ms)
         except TimeoutError:
             break
     return bars
