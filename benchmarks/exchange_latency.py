@@ -33,7 +33,7 @@ import numpy as np
 from common import REPO, Table, write_json
 
 from envs.client import make_phemex_client
-from envs.data.store import load_market_data
+from envs.data.store import load_market_data, read_funding, sample_data_dir
 from envs.streams.live import CcxtBarStream
 from serving.exchange.clock import ReplayClock
 from serving.exchange.market import ReplayMarket
@@ -52,7 +52,10 @@ KEY, SECRET = "paper-key", "paper-secret"
 def start_server(data) -> ExchangeServer:
     tf = data.timeframe_ms
     clock = ReplayClock(int(data.timestamp[START_BAR]) + tf, tf)
-    market = ReplayMarket(data, clock=clock)
+    # the sample's funding settlements, as `phemex-rl exchange serve` publishes them: without
+    # them the stream waits for each settlement (funding_retries) before its bar
+    funding = read_funding(sample_data_dir(), "binance_usdm", SYMBOL)
+    market = ReplayMarket(data, funding, clock=clock)
     return ExchangeServer(market, rate_limits=RateLimitConfig(enabled=False)).start()
 
 
