@@ -333,9 +333,13 @@ class Executor:
         self._track(row)
         return Intent(row, new=True)
 
-    async def send(self, intent: Intent) -> dict[str, Any]:
+    async def send(self, intent: Intent, bar_arrived: float | None = None) -> dict[str, Any]:
         """Send the order whose intent :meth:`intend` journaled (and the caller committed) and
-        follow it; an order that existed already is only settled (queried), never resent."""
+        follow it; an order that existed already is only settled (queried), never resent.
+
+        ``bar_arrived`` (``time.perf_counter()`` seconds) is when the bar that led to the order
+        arrived: the exchange's answer (acknowledgement or refusal) is timed from it into
+        ``bar_to_order``, before the answer is journaled and the order followed."""
         row = intent.row
         if not intent.new:
             return await self.settle(row)
@@ -355,12 +359,14 @@ class Executor:
         except RATE_LIMIT_ERRORS as exc:
             # "Too many requests" is Phemex's answer before an order reaches matching (or the
             # call was refused unsent): a refusal, final; the next bar decides again.
+            self._answered(bar_arrived)
             self.metrics.rejects.labels("rate_limited").inc()
             self.metrics.orders.labels(side, "rejected").inc()
             row = self._update(cid, status="rejected", reason="rate limited: " + _reason(exc))
             self.events.emit("order", _order_event(row))
             return row
         except REJECTIONS as exc:
+            self._answered(bar_arrived)
             reason = _reason(exc)
             self.metrics.rejects.labels(type(exc).__name__).inc()
             self.metrics.orders.labels(side, "rejected").inc()
@@ -373,12 +379,17 @@ class Executor:
             self.events.emit("order", _order_event(row))
             log.warning("order %s: outcome unknown (%s); it stays in flight", cid, row["reason"])
             return row
+        self._answered(bar_arrived)
         with self.metrics.phases("journal_outcome"), self.journal.batch():
             row = self._apply(cid, order)
             self.metrics.orders.labels(side, row["status"]).inc()
             self.events.emit("order", _order_event(row))
         with self.metrics.phases("follow"):
             return await self.follow(row)
+
+    def _answered(self, bar_arrived: float | None) -> None:
+        if bar_arrived is not None:
+            self.metrics.bar_to_order.observe(time.perf_counter() - bar_arrived)
 
     async def follow(self, row: dict[str, Any]) -> dict[str, Any]:
         """Poll an open order by client id until it is final or ``order_timeout_s`` passes."""

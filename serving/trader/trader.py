@@ -601,9 +601,7 @@ class Trader:
                 decision["orders"] = [intent.row["client_id"]]
             self.journal.record_decision(decision)
         if intent is not None:
-            row = await ex.send(intent)
-            if row["status"] not in ("sent", "unknown"):
-                self._metrics.bar_to_order.observe(time.perf_counter() - started)
+            await ex.send(intent, bar_arrived=started)
         return decision
 
     async def _failed_bar(

@@ -5,6 +5,7 @@ alone; a journal the exchange contradicts makes the trader refuse to trade, sayi
 from __future__ import annotations
 
 import pytest
+from prometheus_client import generate_latest
 
 from serving.trader import Trader, TraderRefused
 from serving.trader.execution import client_order_id
@@ -194,5 +195,41 @@ async def test_the_in_memory_view_of_the_journal_agrees_with_its_queries(
         assert ok, reason
         assert journal.order(account, "stuck-order")["status"] == "not_placed"
         assert ex.in_flight() == journal.orders(account, statuses=IN_FLIGHT) == []
+    finally:
+        trader.close()
+
+
+async def test_bar_to_order_times_the_acknowledgement_not_the_fill(
+    venue, agent, sample_5m, tmp_path
+):
+    """On Phemex a market order is acknowledged ("Created", open) before it fills, and the
+    trader then follows it over REST: bar_to_order must stop at the acknowledgement. Here the
+    clock stands mid-bar, so the order waits for the next bar's open and is followed for the
+    whole order_timeout_s without filling."""
+    follow_s = 1.0
+    venue.clock.advance_to(venue.clock.now_ms() + sample_5m.timeframe_ms // 2)
+    trader = await run_stepped(
+        venue,
+        scripted(agent, [LONG]),
+        trader_settings(tmp_path, max_bars=1, order_timeout_s=follow_s),
+        1,
+        sample_5m,
+    )
+    try:
+        (order,) = trader.orders()
+        assert order["status"] == "open"  # acknowledged, followed, not filled
+        text = generate_latest(trader.metrics).decode()
+        count, total = (
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith(
+                (
+                    "phemex_rl_trader_bar_to_order_seconds_count",
+                    "phemex_rl_trader_bar_to_order_seconds_sum",
+                )
+            )
+        )
+        assert count == 1.0
+        assert total < follow_s / 2, f"bar_to_order {total:.3f} s includes the follow-up"
     finally:
         trader.close()
