@@ -170,6 +170,21 @@ def test_quantities_and_prices_off_the_lot_or_tick_are_refused(paper_server, fie
     assert open_orders(paper_server) == []
 
 
+@pytest.mark.parametrize("qty", ["1e30", "1e300", "123456789012345678901234567890.001"])
+def test_a_quantity_past_decimal_precision_is_too_large_not_a_500(paper_server, qty):
+    """Judging 1e30 against the 0.001 lot needs a quotient of 33 digits, past the 28 that
+    Python's decimal context holds: it raised InvalidOperation and the client got a 500.
+    Such a quantity is above the contract's maximum: Phemex's TE_QTY_TOO_LARGE (11056)."""
+    answer = post_order(paper_server, orderQtyRq=qty).json()
+    assert answer["code"] == 11056 and "orderQtyRq=" in answer["msg"], answer
+    resting = post_order(paper_server).json()["data"]
+    query = f"symbol=BTCUSDT&orderID={resting['orderID']}&orderQtyRq={qty}"
+    amended = send(paper_server, "PUT", "/g-orders/replace", query=query).json()
+    assert amended["code"] == 11056, amended
+    assert [o.qty for o in open_orders(paper_server)] == [0.01]
+    assert paper_server.requests.count(status=500) == 0
+
+
 def test_on_grid_decimals_are_accepted(paper_server):
     answer = post_order(paper_server, orderQtyRq="0.013", priceRp="50000.3").json()
     assert answer["code"] == 0, answer
