@@ -193,6 +193,20 @@ def test_on_grid_decimals_are_accepted(paper_server):
     assert (answer["data"]["orderQtyRq"], answer["data"]["priceRp"]) == ("0.013", "50000.3")
 
 
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/exchange/order/v2/orderList", "currency=USDT&symbol=BTCUSDT&limit=0"),
+        ("/exchange/order/v2/tradingList", "currency=USDT&symbol=BTCUSDT&limit=0"),
+        ("/api-data/g-futures/funding-fees", "symbol=BTCUSDT&limit=0"),
+    ],
+)
+def test_a_history_page_of_zero_rows_is_refused_not_read_as_the_default(paper_server, path, query):
+    """``limit=0`` was read as "no limit given" and answered with up to 200 rows."""
+    answer = send(paper_server, "GET", path, query=query).json()
+    assert answer["code"] == 30000 and "limit=0" in answer["msg"], answer
+
+
 def test_request_expiry_is_bounded_to_five_minutes_ahead(paper_server, paper_client):
     def client(expiry_s: int) -> ccxt.phemex:
         c = make_phemex_client(
