@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,8 @@ PUBLIC_TRADES = 200
 """Trades ``/md/v2/trade`` returns."""
 TICK_S = 0.05
 """Wall seconds between the clock ticker's engine syncs (fills and events on a running clock)."""
+REQUEST_LOG_RECORDS = 10_000
+"""Requests :class:`RequestLog` remembers (a record holds the query: up to 8 kB each)."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,12 @@ class RequestRecord:
 
 
 class RequestLog:
-    """Every request the app answered (faults included), in order; readable from any thread."""
+    """The latest :data:`REQUEST_LOG_RECORDS` requests the app answered (faults included), in
+    order; readable from any thread. Older ones are forgotten, so that a long-running or
+    flooded exchange does not grow without bound."""
 
     def __init__(self) -> None:
-        self._records: list[RequestRecord] = []
+        self._records: deque[RequestRecord] = deque(maxlen=REQUEST_LOG_RECORDS)
         self._lock = threading.Lock()
 
     def append(self, record: RequestRecord) -> None:

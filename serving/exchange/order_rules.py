@@ -35,14 +35,16 @@ def check_order_values(spec: ContractSpec, qty: float, price: float | None) -> N
     limits and on its lot and tick grid."""
     if not (qty > 0 and qty != float("inf")):
         raise PhemexError(Code.QTY_TOO_SMALL, f"orderQtyRq={qty!r} must be > 0")
+    # The range before the grid (for the price too): a decimal remainder of 1e30 by the lot
+    # needs more digits than the decimal context holds.
+    if qty > spec.max_qty * (1 + _STEP_TOLERANCE):
+        raise PhemexError(
+            Code.QTY_TOO_LARGE, f"orderQtyRq={qty!r} is above the maximum {spec.max_qty:g}"
+        )
     if not _on_grid(qty, spec.lot_size):
         raise PhemexError(
             Code.INVALID_ARGUMENT,
             f"orderQtyRq={qty!r} is not a multiple of the lot {spec.lot_size}",
-        )
-    if qty > spec.max_qty * (1 + _STEP_TOLERANCE):
-        raise PhemexError(
-            Code.QTY_TOO_LARGE, f"orderQtyRq={qty!r} is above the maximum {spec.max_qty:g}"
         )
     if price is None:
         return

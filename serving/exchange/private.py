@@ -412,8 +412,9 @@ def _check_currency(engine: ExchangeEngine, signed: Signed) -> None:
 
 
 def _page(rows: list, signed: Signed) -> list:
-    offset = signed.integer("offset", 0) or 0
-    limit = signed.integer("limit", HISTORY_MAX) or HISTORY_MAX
+    offset = signed.integer("offset", 0)
+    limit = signed.integer("limit", HISTORY_MAX)
+    assert offset is not None and limit is not None
     if offset < 0 or limit < 1:
         raise PhemexError(
             Code.INVALID_ARGUMENT,

@@ -101,7 +101,7 @@ class ExchangeServer:
 
     @property
     def requests(self) -> RequestLog:
-        """Every request answered so far, with its status."""
+        """The latest requests answered (see :class:`RequestLog`), with their status."""
         return self.app[REQUEST_LOG]
 
     def start(self) -> ExchangeServer:

@@ -82,9 +82,13 @@ TRADE_SNAPSHOT_TRADES = 200
 MAX_TRADES_PER_PUSH = 1000
 """Trades one incremental carries at most (the newest), when the clock closes many bars at once."""
 CLOSE_TIMEOUT_S = 2.0
-"""How long a server-side close waits for the client's close frame."""
+"""How long a server-side close waits to send its close frame and for the client's reply;
+then the socket is dropped."""
 SEND_QUEUE_LIMIT = 10_000
-"""Messages queued for one connection before it is closed as a slow consumer (code 1013)."""
+"""Messages queued for one connection before it is closed as a slow consumer (code 1013)..."""
+SEND_QUEUE_LIMIT_BYTES = 4 * 2**20
+"""...or bytes queued: a kline snapshot is about 95 kB, so a client subscribing and
+unsubscribing without reading would otherwise hold some 300 MB before reaching the count."""
 MAX_REQUEST_BYTES = 4096
 """Largest request frame; a larger one closes the connection (code 1009, message too big)."""
 REQUESTS_PER_S = 20.0
@@ -162,11 +166,19 @@ class Connection:
 
     Messages go through a queue drained by one sender task, so a delay fault delays every
     message alike and order is kept; a client that falls :data:`SEND_QUEUE_LIMIT` messages
-    behind is disconnected rather than buffered without bound.
+    or :data:`SEND_QUEUE_LIMIT_BYTES` behind is disconnected rather than buffered without
+    bound; a close the client does not take within :data:`CLOSE_TIMEOUT_S` aborts the
+    socket (``transport``).
     """
 
-    def __init__(self, ws: web.WebSocketResponse, faults: FaultConfig) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        faults: FaultConfig,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.ws = ws
+        self._transport = transport
         self.faults = faults
         self.subs = Subscriptions()
         self.api_key: str | None = None
@@ -174,6 +186,8 @@ class Connection:
         """Incrementals lost to the ``ws_drop_rate`` fault."""
         self._queue: asyncio.Queue[tuple[float, str | None]] = asyncio.Queue()
         """(due time, text); None closes the socket once what is queued before it is sent."""
+        self._queued_bytes = 0
+        """Bytes of the texts in the queue (JSON, ASCII: a character is a byte)."""
         self._loop = asyncio.get_running_loop()
         self._closing: asyncio.Task | None = None
         self._tokens = float(REQUEST_BURST)
@@ -198,7 +212,20 @@ class Connection:
     def close_soon(self, code: int, reason: bytes) -> None:
         """Close the socket (once) without waiting for it here, dropping what is queued."""
         if self._closing is None:
-            self._closing = self._loop.create_task(self.ws.close(code=code, message=reason))
+            self._closing = self._loop.create_task(self.close(code, reason))
+
+    async def close(self, code: int, reason: bytes) -> None:
+        """Close the socket with ``code`` within :data:`CLOSE_TIMEOUT_S`, then drop what it
+        has not sent: a client that reads nothing never takes the close frame, and would
+        hold the socket and its unsent bytes forever."""
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.ws.close(code=code, message=reason)
+        finally:  # also when cancelled: ending the handler cancels the sender, and with it
+            # the drain wait it shares with ws.close
+            if self._transport is not None and self._transport.get_write_buffer_size():
+                self._transport.abort()
 
     def close_after_queued(self, code: int, reason: bytes) -> None:
         """Close the socket (once) after sending what is already queued, so the client reads
@@ -212,11 +239,17 @@ class Connection:
         if droppable and self.faults.drop_ws_message():
             self.dropped += 1
             return
-        if self._queue.qsize() >= SEND_QUEUE_LIMIT:
+        queued = self._queue.qsize()
+        if queued >= SEND_QUEUE_LIMIT or self._queued_bytes + len(text) > SEND_QUEUE_LIMIT_BYTES:
             if self._closing is None:
-                log.warning("ws client %d messages behind: disconnecting it", SEND_QUEUE_LIMIT)
+                log.warning(
+                    "ws client %d messages (%d bytes) behind: disconnecting it",
+                    queued,
+                    self._queued_bytes,
+                )
                 self.close_soon(1013, b"slow consumer")
             return
+        self._queued_bytes += len(text)
         self._queue.put_nowait((self._loop.time() + self.faults.ws_delay_ms / 1000, text))
 
     def reply(self, request_id: Any, result: Any) -> None:
@@ -230,6 +263,7 @@ class Connection:
         """Send queued messages in order, each no earlier than its due time."""
         while True:
             due, text = await self._queue.get()
+            self._queued_bytes -= len(text or "")
             delay = due - self._loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -322,9 +356,8 @@ class WsFeed:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
-        await asyncio.gather(
-            *(c.ws.close(code=1001, message=b"server shutdown") for c in list(self.connections))
-        )
+        closing = (c.close(1001, b"server shutdown") for c in list(self.connections))
+        await asyncio.gather(*closing, return_exceptions=True)
 
     def wake(self) -> None:
         """Read the clock now rather than at the next poll; callable from any thread."""
@@ -354,7 +387,7 @@ class WsFeed:
             autoping=True, compress=False, timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_REQUEST_BYTES
         )
         await ws.prepare(request)
-        conn = Connection(ws, self.faults)
+        conn = Connection(ws, self.faults, request.transport)
         self.connections.add(conn)
         loop = asyncio.get_running_loop()
         tasks = [loop.create_task(conn.send_loop())]
@@ -376,7 +409,7 @@ class WsFeed:
         seconds = self.faults.ws_disconnect_every_s
         assert seconds is not None
         await asyncio.sleep(seconds)
-        await conn.ws.close(code=1001, message=b"disconnect fault")
+        await conn.close(1001, b"disconnect fault")
 
     def _on_request(self, conn: Connection, text: str) -> Awaitable[None] | None:
         """Answer one request frame; a request with work off the event loop (a kline

@@ -7,10 +7,13 @@ baseline, never with an absolute budget."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
 import json
+import os
+import socket as sockets
 import statistics
 import threading
 import time
@@ -23,7 +26,13 @@ from envs.client import make_phemex_client
 from serving.exchange.clock import ReplayClock
 from serving.exchange.market import ReplayMarket
 from serving.exchange.server import ExchangeServer
-from serving.exchange.ws import MAX_REFUSED_REQUESTS, REQUEST_BURST, SNAPSHOT_ATTEMPTS, WS_FEED
+from serving.exchange.ws import (
+    MAX_REFUSED_REQUESTS,
+    REQUEST_BURST,
+    REQUESTS_PER_S,
+    SNAPSHOT_ATTEMPTS,
+    WS_FEED,
+)
 from tests.serving.exchange.conftest import SYMBOL
 
 KEY, SECRET = "paper-key", "paper-secret"
@@ -257,7 +266,84 @@ async def test_auth_expiry_is_bounded_to_five_minutes_ahead(socket):
     assert (await auth(int(time.time()) + 120))["result"] == {"status": "success"}  # ccxt's 120 s
 
 
-# ---- one client floods, another trades
+# ---- a client that never reads
+
+
+def never_reading_socket(server: ExchangeServer) -> sockets.socket:
+    """A WebSocket opened by hand (RFC 6455 handshake) with a 4 KiB receive buffer, so that
+    what the server pushes and the client does not read piles up in the server."""
+    sock = sockets.socket()
+    sock.setsockopt(sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect((server.host, server.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: {server.host}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )  # fmt: skip
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def masked(text: str) -> bytes:
+    """A client text frame: FIN + opcode 1, the mask bit and a 7-bit length, the 4-byte mask,
+    the masked payload (under 126 bytes)."""
+    payload = text.encode()
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(payload)
+    )  # fmt: skip
+
+
+def resubscribe(sock: sockets.socket, seconds: float) -> int:
+    """Subscribe to and unsubscribe from klines at the allowed request rate for ``seconds``
+    (each subscription queues a 95 kB snapshot); returns the pairs sent."""
+    pairs, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.sendall(masked(frame(pairs, "kline_p.subscribe", ["BTCUSDT", 300])))
+        sock.sendall(masked(frame(pairs, "kline_p.unsubscribe", [])))
+        pairs += 1
+        time.sleep(2.2 / REQUESTS_PER_S)
+    return pairs
+
+
+@pytest.mark.slow
+def test_a_client_that_never_reads_is_dropped_before_its_backlog_grows_large(busy_server):
+    """Before the fix the server queued snapshot after snapshot (about 0.9 MB/s for one
+    connection, 8.4 MB/s for ten, up to 10,000 messages - some 300 MB - each), and the slow
+    consumer's close then waited forever for the client to read the close frame."""
+    sock = never_reading_socket(busy_server)
+    started = time.monotonic()
+    with pytest.raises(ConnectionError):  # reset, or a broken pipe: the server dropped us
+        resubscribe(sock, 40)
+    dropped_after = time.monotonic() - started
+    sock.close()
+    print(f"\nthe never-reading client was dropped after {dropped_after:.1f} s")
+    feed, deadline = busy_server.app[WS_FEED], time.monotonic() + 10
+    while feed.connections:  # the handler's cleanup runs on the server's loop, just after
+        assert time.monotonic() < deadline, "the dropped connection is still registered"
+        time.sleep(0.01)
+    client = make_phemex_client(base_url=busy_server.base_url, rate_limit=False)
+    assert client.fetch_order_book(SYMBOL)["bids"]  # everyone else is still served
+
+
+@pytest.mark.slow
+def test_a_client_that_never_reads_does_not_hold_up_shutdown(busy_server):
+    sock = never_reading_socket(busy_server)
+    resubscribe(sock, 6)  # megabytes in flight, the client's window closed: under the limits
+    thread = busy_server._thread
+    assert thread is not None
+    started = time.monotonic()
+    busy_server.stop()
+    stopped_after = time.monotonic() - started
+    sock.close()
+    # ExchangeServer.stop gives up joining after 10 s, leaving the loop stuck in its cleanup.
+    assert not thread.is_alive(), f"the server's loop was still closing after {stopped_after} s"
 
 
 def rest_latencies(base_url: str, markets: dict, n: int) -> list[float]:
