@@ -255,7 +255,6 @@ from numba.core.dispatcher import Dispatcher
 
 import envs.account
 from envs.client import make_phemex_client
-from serving.exchange.app import REQUEST_LOG_RECORDS
 from envs.data.store import load_market_data
 from serving.exchange.clock import ReplayClock
 from serving.exchange.market import ReplayMarket
