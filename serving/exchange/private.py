@@ -233,7 +233,7 @@ async def amend_order(request: web.Request, signed: Signed) -> web.Response:
         symbol=signed.require("symbol"),
         order_id=order_id,
         orig_cl_ord_id=orig,
-        new_cl_ord_id=_cl_ord_id(cl_ord_id) if cl_ord_id else None,
+        new_cl_ord_id=None if cl_ord_id is None else _cl_ord_id(cl_ord_id),
         qty=signed.number("orderQtyRq"),
         price=signed.number("priceRp"),
     )
@@ -353,6 +353,7 @@ def _order_request(signed: Signed) -> OrderRequest:
     qty = signed.number("orderQtyRq", required=True)
     price = signed.number("priceRp", required=ord_type is OrdType.LIMIT)
     assert qty is not None
+    cl_ord_id = signed.get("clOrdID")
     return OrderRequest(
         symbol=signed.require("symbol"),
         side=side,
@@ -361,7 +362,7 @@ def _order_request(signed: Signed) -> OrderRequest:
         price=price if ord_type is OrdType.LIMIT else None,
         time_in_force=tif,
         reduce_only=signed.flag("reduceOnly") or signed.flag("closeOnTrigger"),
-        cl_ord_id=_cl_ord_id(signed.get("clOrdID") or ""),
+        cl_ord_id=_cl_ord_id(cl_ord_id if cl_ord_id is not None else ""),
     )
 
 
@@ -376,12 +377,20 @@ def _enum(kind: type, value: Any, code: Code, name: str) -> Any:
 
 
 def _cl_ord_id(value: Any) -> str:
-    text = str(value)
-    if len(text) > CL_ORD_ID_MAX:
+    """A client order id as sent: a string of at most :data:`CL_ORD_ID_MAX` characters (a JSON
+    ``true`` or number is refused rather than stored as a text the client never sent)."""
+    if not isinstance(value, str):
         raise PhemexError(
-            Code.INVALID_ARGUMENT, f"clOrdID {text!r} is longer than {CL_ORD_ID_MAX} characters"
+            Code.INVALID_ARGUMENT,
+            f"clOrdID must be a string, not {type(value).__name__} {str(value)[:CL_ORD_ID_MAX]}",
         )
-    return text
+    if len(value) > CL_ORD_ID_MAX:
+        raise PhemexError(
+            Code.INVALID_ARGUMENT,
+            f"clOrdID of {len(value)} characters is longer than {CL_ORD_ID_MAX} "
+            f"(it starts {value[:CL_ORD_ID_MAX]!r})",
+        )
+    return value
 
 
 def _check_pos_side(signed: Signed) -> None:

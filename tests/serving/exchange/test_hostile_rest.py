@@ -187,6 +187,21 @@ def test_a_quantity_past_decimal_precision_is_too_large_not_a_500(paper_server, 
     assert paper_server.requests.count(status=500) == 0
 
 
+@pytest.mark.parametrize("cl_ord_id", [True, 12345, 1.5, ["a"]])
+def test_a_client_order_id_must_be_a_json_string(paper_server, cl_ord_id):
+    """A boolean id was stored as the text "True", a number as its digits: an id the client
+    never sent, which its own queries by the id it did send would not find."""
+    answer = post_order(paper_server, clOrdID=cl_ord_id).json()
+    assert answer["code"] == 30000 and "clOrdID" in answer["msg"], answer
+    assert open_orders(paper_server) == []
+
+
+def test_an_over_long_client_order_id_is_named_not_echoed_whole(paper_server):
+    answer = post_order(paper_server, clOrdID="x" * 10_000).json()
+    assert answer["code"] == 30000 and "10000 characters" in answer["msg"], answer
+    assert len(answer["msg"]) < 200, answer["msg"]
+
+
 def test_on_grid_decimals_are_accepted(paper_server):
     answer = post_order(paper_server, orderQtyRq="0.013", priceRp="50000.3").json()
     assert answer["code"] == 0, answer
