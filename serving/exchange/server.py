@@ -33,6 +33,10 @@ from serving.exchange.persistence import StateStore
 from serving.exchange.ratelimit import RateLimitConfig
 
 START_TIMEOUT_S = 10.0
+IDLE_TIMEOUT_S = 75.0
+"""How long a kept-alive HTTP connection may sit idle before the server closes it (aiohttp's
+``run_app`` default; its ``AppRunner`` would keep one for an hour, so idle sockets from
+careless clients would pile up)."""
 
 
 class ExchangeServer:
@@ -50,6 +54,7 @@ class ExchangeServer:
         rate_limits: per-user REST limits (default Phemex's 500/100 per minute).
         slippage: the market-order slippage model (default 1 bp, the environment's default).
         host: interface to bind; keep the default loopback address unless told otherwise.
+        idle_timeout_s: seconds a kept-alive connection may sit idle before it is closed.
 
     Attributes:
         app: the aiohttp application (see :func:`serving.exchange.app.create_app`).
@@ -70,7 +75,11 @@ class ExchangeServer:
         slippage: SlippageModel | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
+        if not idle_timeout_s > 0:
+            raise ValueError(f"idle_timeout_s must be > 0, got {idle_timeout_s!r}")
+        self.idle_timeout_s = idle_timeout_s
         self._store: StateStore | None = None
         if engine is None:
             self._store = StateStore(state) if state is not None else None
@@ -155,7 +164,7 @@ class ExchangeServer:
         loop = self._loop
         assert loop is not None
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(self.app, access_log=None)
+        runner = web.AppRunner(self.app, access_log=None, keepalive_timeout=self.idle_timeout_s)
         try:
             loop.run_until_complete(runner.setup())
             loop.run_until_complete(web.TCPSite(runner, self.host, self.port).start())

@@ -17,6 +17,8 @@ import requests
 
 from envs.client import make_phemex_client
 from serving.exchange.app import REQUEST_LOG_RECORDS
+from serving.exchange.market import ReplayMarket
+from serving.exchange.server import ExchangeServer
 from tests.serving.exchange.conftest import SYMBOL
 
 KEY, SECRET = "paper-key", "paper-secret"
@@ -262,6 +264,26 @@ def test_the_request_log_keeps_a_bounded_window_of_the_latest_requests(paper_ser
     records = paper_server.requests.records()
     assert len(records) == REQUEST_LOG_RECORDS
     assert [r.query["request"] for r in records[-2:]] == [str(sent - 2), str(sent - 1)]
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(
+    sample_5m, sample_funding, replay_clock
+):
+    """aiohttp's AppRunner keeps an idle connection for an hour (3,630 s): 3,000 idle sockets
+    from a careless client held that long. The server now closes them after its idle timeout
+    (75 s by default, as aiohttp's run_app does); a short one here keeps the test quick."""
+    market = ReplayMarket(sample_5m, sample_funding, clock=replay_clock)
+    with ExchangeServer(market, idle_timeout_s=0.5) as server:
+        connection = http.client.HTTPConnection(server.host, server.port, timeout=10)
+        connection.request("GET", "/public/products")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200 and not response.will_close
+        time.sleep(2.0)
+        assert connection.sock.recv(1) == b"", "the server kept the idle connection open"
+        connection.close()
+    with pytest.raises(ValueError, match="idle_timeout_s must be > 0, got 0"):
+        ExchangeServer(market, idle_timeout_s=0)
 
 
 FIRST_REQUESTS = """
