@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.exchange.app import REQUEST_LOG_RECORDS
 from serving.exchange.faults import OrderTrap
 from serving.exchange.orders import TradeType
 from serving.trader.journal import FINAL, Journal
@@ -206,6 +207,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     assert all(o["sends"] <= 1 for o in orders)
     per_bar = Counter((o["bar_ms"], o["intent"]) for o in orders)
     assert max(per_bar.values()) == 1
+    # (the exchange keeps its latest REQUEST_LOG_RECORDS requests: every placement is counted
+    # only if the log never wrapped)
+    assert len(server.requests.records()) < REQUEST_LOG_RECORDS, "the request log wrapped"
     assert server.requests.count("/g-orders") <= len(orders)
 
     # no lost fill: every execution of the account is journaled, attributed to its order
