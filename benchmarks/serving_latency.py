@@ -308,6 +308,14 @@ def bench_act(service: Service, agent: Any, n: int, seconds: float) -> dict[str,
 
 
 # --------------------------------------------------------------------------- 2. bar -> order
+def _nearest(ms_since_reconciliation: int | None) -> str:
+    """The nearest reconciliation, in words, from its signed distance to a bar's close."""
+    if ms_since_reconciliation is None:
+        return "no reconciliation"
+    when = "before" if ms_since_reconciliation >= 0 else "after"
+    return f"the nearest reconciliation {abs(ms_since_reconciliation)} ms {when} the close"
+
+
 def bench_bar_to_order(home: Path, tag: str, agent: Any, bars: int, tmp: Path) -> dict:
     from serving.trader.trader import CHECKPOINT_EVERY_BARS
 
@@ -688,7 +696,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"{[round(ms) for ms in bar['exchange_gc_gen2_pauses_ms']]} ms")  # fmt: skip
             print("slowest orders: " + "; ".join(
                 f"{o['ms']:.1f} ms at bar {o['bar']} ({o['bars_after_checkpoint']} bars after a "
-                f"journal checkpoint, {o['ms_since_reconciliation']} ms after a reconciliation)"
+                f"journal checkpoint, {_nearest(o['ms_since_reconciliation'])})"
                 for o in bar["slowest_orders"]))  # fmt: skip
             print(
                 f"p99 target {TARGET_BAR_TO_ORDER_P99_MS:g} ms: "
