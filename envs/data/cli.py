@@ -38,6 +38,11 @@ IMPORT_EPILOG = """\
 examples:
   phemex-rl data import candles.csv --symbol BTC/USDT:USDT --timeframe 1h
   phemex-rl data import binance_1h.csv --timeframe 1h --exchange binance_usdm --data-dir /data
+  phemex-rl data import mark_1h.csv --timeframe 1h --exchange binance_usdm --mark
+
+--mark stores mark-price candles as mark_<timeframe>.parquet beside the traded ones: the
+environment, backtests and the paper exchange then trigger liquidation on the mark's
+high/low and mark equity at its close (bars the file lacks use the last price).
 
 A row that breaks a rule (unsorted or repeated times, times off the timeframe grid, prices
 that are not positive numbers, high below low ...) stops the import with the file, the row
@@ -108,6 +113,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--exchange",
         default="phemex",
         help="exchange folder in the store: where the candles come from (default: phemex)",
+    )
+    imp.add_argument(
+        "--mark",
+        action="store_true",
+        help="the file holds mark-price candles (stored as mark_<timeframe>.parquet)",
     )
     imp.set_defaults(func=_import)
 
@@ -191,7 +201,9 @@ def _download(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from envs.data.importer import import_candles
 
-    report = import_candles(args.file, args.symbol, args.timeframe, _root(args), args.exchange)
+    report = import_candles(
+        args.file, args.symbol, args.timeframe, _root(args), args.exchange, mark=args.mark
+    )
     print(report.summary())
     return 0
 
@@ -264,6 +276,12 @@ def _info(args: argparse.Namespace) -> int:
         f"funding:  {d.funding_rows:,} rates, {iso_ms(d.funding_start_ms)} .. {iso_ms(d.funding_end_ms)}"
         if d.funding_rows
         else "funding:  no funding file (a default rate is used when loading)"
+    )
+    lines.append(
+        f"mark:     {d.mark_rows:,} mark-price bars, {iso_ms(d.mark_start_ms)} .. "
+        f"{iso_ms(d.mark_end_ms)}"
+        if d.mark_rows
+        else "mark:     no mark-price file (liquidation and equity use the last price)"
     )
     print("\n".join(lines))
     return 0

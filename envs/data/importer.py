@@ -23,9 +23,12 @@ from envs.data.store import (
     candles_path,
     find_gaps,
     iso_ms,
+    mark_candles_path,
     read_candles,
+    read_mark_candles,
     validate_candles,
     write_candles,
+    write_mark_candles,
 )
 
 MS_TIME_COLUMNS = ("timestamp", "timestamp_ms", "open_time")
@@ -48,12 +51,15 @@ class ImportReport:
     last_ms: int
     stored_rows: int
     gaps: int
+    mark: bool = False
+    """Mark-price candles (``mark_<timeframe>.parquet``) rather than traded-price ones."""
 
     def summary(self) -> str:
+        bars = "mark-price bars" if self.mark else "bars"
         return (
-            f"imported {self.rows:,} bars from {self.source} ({self.new_rows:,} new), "
+            f"imported {self.rows:,} {bars} from {self.source} ({self.new_rows:,} new), "
             f"{iso_ms(self.first_ms)} .. {iso_ms(self.last_ms)}\n"
-            f"stored in {self.path}: {self.stored_rows:,} bars, {self.gaps} gaps"
+            f"stored in {self.path}: {self.stored_rows:,} {bars}, {self.gaps} gaps"
         )
 
 
@@ -140,22 +146,31 @@ def import_candles(
     timeframe: str,
     data_dir: str | Path,
     exchange: str,
+    mark: bool = False,
 ) -> ImportReport:
     """Validate the candles of CSV ``file`` and upsert them into the store.
 
-    Rows at timestamps the store already holds are replaced by the file's.
+    Rows at timestamps the store already holds are replaced by the file's. ``mark``: the file
+    holds mark-price candles, stored as ``mark_<timeframe>.parquet`` beside the traded ones
+    (liquidation and equity then use them; see ``docs/data.md``).
     """
-    path = candles_path(data_dir, exchange, symbol, timeframe)  # checks symbol and timeframe
+    # the path functions check the symbol and the timeframe
+    path_of, read, write = (
+        (mark_candles_path, read_mark_candles, write_mark_candles)
+        if mark
+        else (candles_path, read_candles, write_candles)
+    )
+    path = path_of(data_dir, exchange, symbol, timeframe)
     df = read_candles_csv(file, timeframe)
     if df.empty:
         raise DataValidationError(file, "at least one bar", "the file has no data rows")
     held = (
-        read_candles(data_dir, exchange, symbol, timeframe)["timestamp"].to_numpy()
+        read(data_dir, exchange, symbol, timeframe)["timestamp"].to_numpy()
         if path.exists()
         else np.empty(0, np.int64)
     )
-    write_candles(df, data_dir, exchange, symbol, timeframe)
-    stored = read_candles(data_dir, exchange, symbol, timeframe)["timestamp"].to_numpy()
+    write(df, data_dir, exchange, symbol, timeframe)
+    stored = read(data_dir, exchange, symbol, timeframe)["timestamp"].to_numpy()
     ts = df["timestamp"].to_numpy()
     return ImportReport(
         source=Path(file),
@@ -166,4 +181,5 @@ def import_candles(
         last_ms=int(ts.max()),
         stored_rows=len(stored),
         gaps=len(find_gaps(stored, timeframe)),
+        mark=mark,
     )

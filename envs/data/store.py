@@ -104,6 +104,10 @@ class DatasetInfo:
     funding_rows: int = 0
     funding_start_ms: int | None = None
     funding_end_ms: int | None = None
+    mark_rows: int = 0
+    """Bars of the mark-price file beside the candles (0: none)."""
+    mark_start_ms: int | None = None
+    mark_end_ms: int | None = None
     error: str | None = None
 
     @property
@@ -704,10 +708,16 @@ def dataset_info(
     )
     if funding_path(root, exchange, symbol).exists():
         fts = read_funding(root, exchange, symbol)["timestamp"].to_numpy(np.int64)
-        info.funding_rows = len(fts)
-        info.funding_start_ms = int(fts[0]) if len(fts) else None
-        info.funding_end_ms = int(fts[-1]) if len(fts) else None
+        info.funding_rows, info.funding_start_ms, info.funding_end_ms = _extent(fts)
+    if mark_candles_path(root, exchange, symbol, timeframe).exists():
+        mts = read_mark_candles(root, exchange, symbol, timeframe)["timestamp"].to_numpy(np.int64)
+        info.mark_rows, info.mark_start_ms, info.mark_end_ms = _extent(mts)
     return info
+
+
+def _extent(ts: np.ndarray) -> tuple[int, int | None, int | None]:
+    """Rows, first and last of sorted epoch-ms ``ts`` (None and None when empty)."""
+    return (len(ts), int(ts[0]), int(ts[-1])) if len(ts) else (0, None, None)
 
 
 def list_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:

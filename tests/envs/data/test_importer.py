@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from envs.data.store import read_candles, sample_data_dir
+from envs.data.store import load_market_data, read_candles, sample_data_dir
 from serving.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
@@ -53,6 +53,40 @@ def test_import_writes_the_stores_parquet(tmp_path, hours, capsys):
     assert main([*argv, "--exchange", "binance_usdm"]) == 0
     assert len(read_candles(store, "binance_usdm", SYMBOL, "1h")) == 48
     assert "(0 new)" in capsys.readouterr().out
+
+
+def test_import_mark_stores_mark_price_candles_that_loading_then_uses(tmp_path, hours, capsys):
+    store = tmp_path / "store"
+    shared_csv(hours, tmp_path / "btc_1h.csv")
+    # a mark series 0.1 % under the traded price, for the first 24 of the 48 bars
+    mark = hours.iloc[:24].copy()
+    for name in ("open", "high", "low", "close"):
+        mark[name] = (mark[name] * 0.999).round(1)
+    mark["volume"] = 0.0
+    shared_csv(mark, tmp_path / "mark_1h.csv")
+    common = ["--timeframe", "1h", "--data-dir", str(store), "--exchange", "binance_usdm"]
+    assert main(["data", "import", str(tmp_path / "btc_1h.csv"), *common]) == 0
+    assert main(["data", "import", str(tmp_path / "mark_1h.csv"), *common, "--mark"]) == 0
+    assert "imported 24 mark-price bars" in capsys.readouterr().out
+    assert (store / "binance_usdm" / "BTC_USDT_USDT" / "mark_1h.parquet").is_file()
+    # the traded candles are untouched; loading pairs the mark with each bar by time, and the
+    # bars the mark file lacks take their last price (the documented fallback)
+    pd.testing.assert_frame_equal(
+        read_candles(store, "binance_usdm", SYMBOL, "1h"), hours.reset_index(drop=True)
+    )
+    market = load_market_data(SYMBOL, "1h", store, exchange="binance_usdm")
+    assert market.has_mark_price
+    assert market.mark_low[:24].tolist() == mark["low"].tolist()
+    assert market.mark_low[24:].tolist() == hours["low"].iloc[24:].tolist()
+    assert main(["data", "info", "--symbol", SYMBOL, *common]) == 0
+    assert "mark:     24 mark-price bars" in capsys.readouterr().out
+
+
+def test_data_info_says_when_there_is_no_mark_price_file(capsys):
+    assert main(["data", "info", "--timeframe", "5m", "--sample"]) == 0
+    assert "mark:     no mark-price file (liquidation and equity use the last price)" in (
+        capsys.readouterr().out
+    )
 
 
 def test_iso_times_with_an_offset_are_read_as_utc(tmp_path, hours):
