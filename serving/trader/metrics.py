@@ -53,8 +53,8 @@ class TraderMetrics:
     Attributes:
         registry: the registry holding them all.
         loop_latency: seconds from a bar's arrival to its decision journaled (orders sent).
-        bar_to_order: seconds from a bar's arrival to the exchange's acknowledgement of the
-            order it led to.
+        bar_to_order: seconds from a bar's arrival to the exchange's answer to the order it
+            led to (its acknowledgement, or a refusal), before the order is followed to a fill.
         bar_phase: seconds of each phase of a bar's handling (``phase`` label: settle, fills,
             account, journal, features, policy, risk, place, ...): where the loop's time goes.
         orders: orders sent, by side and outcome status.
@@ -80,7 +80,7 @@ class TraderMetrics:
         )
         self.bar_to_order = Histogram(
             p + "bar_to_order_seconds",
-            "bar arrival to order acknowledged",
+            "bar arrival to the exchange's answer to its order (acknowledged or refused)",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
